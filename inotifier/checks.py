@@ -1,0 +1,114 @@
+"""System checks for the inotifier settings (``manage.py check``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from django.apps import apps
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import app_settings
+from .specs import settings_problems
+
+
+class Codes:
+    SETTINGS = "inotifier.E001"
+    PLATFORM = "inotifier.E002"
+    PROCESSORS = "inotifier.E003"
+    ROOTS = "inotifier.E004"
+    MISSING_PATH = "inotifier.W001"
+    NO_ALLOWED_ROOTS = "inotifier.W002"
+
+
+def watch_path_problems() -> tuple[list[str], list[str]]:
+    """Return (errors, warnings) about INOTIFIER_WATCH_PATHS, each naming the entry."""
+    errors, specs = settings_problems()
+    warnings = [
+        f"INOTIFIER_WATCH_PATHS[{spec.key.split(':')[1]}]: path {spec.path!r} does not exist "
+        "(yet); it is watched once it appears"
+        for spec in specs
+        if not os.path.exists(spec.path)
+    ]
+    return errors, warnings
+
+
+@register(Tags.compatibility)
+def check_platform(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    if sys.platform.startswith("linux"):
+        return []
+    return [
+        Error(
+            f"inotifier needs Linux: inotify does not exist on {sys.platform}.",
+            hint="Run the inotifier daemon on a Linux host.",
+            id=Codes.PLATFORM,
+        )
+    ]
+
+
+@register()
+def check_watch_paths(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors, warnings = watch_path_problems()
+    messages: list[Any] = [
+        Error(
+            message,
+            hint="Each entry is (absolute path, mask as int or 'IN_CREATE|IN_MOVED_TO', "
+            "'dotted.path.to.ProcessEventSubclass').",
+            obj="settings.INOTIFIER_WATCH_PATHS",
+            id=Codes.SETTINGS,
+        )
+        for message in errors
+    ]
+    messages += [
+        Warning(
+            message,
+            hint="Create the directory, or remove the entry.",
+            obj="settings.INOTIFIER_WATCH_PATHS",
+            id=Codes.MISSING_PATH,
+        )
+        for message in warnings
+    ]
+    return messages
+
+
+@register(Tags.security)
+def check_admin_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    messages: list[Any] = []
+    processors = app_settings.INOTIFIER_PROCESSORS
+    if processors is not None and (
+        isinstance(processors, str) or not all(isinstance(p, str) for p in processors)
+    ):
+        messages.append(
+            Error(
+                "INOTIFIER_PROCESSORS must be a list of dotted paths.",
+                hint="For example ['inotifier.event_processors.AllEventsSignaler'].",
+                obj="settings.INOTIFIER_PROCESSORS",
+                id=Codes.PROCESSORS,
+            )
+        )
+    roots = app_settings.INOTIFIER_ALLOWED_ROOTS
+    if roots is None:
+        if apps.is_installed("django.contrib.admin"):
+            messages.append(
+                Warning(
+                    "INOTIFIER_ALLOWED_ROOTS is not set: admin users may watch any directory "
+                    "the daemon can read.",
+                    hint="Set INOTIFIER_ALLOWED_ROOTS to the directories watches may live under.",
+                    obj="settings.INOTIFIER_ALLOWED_ROOTS",
+                    id=Codes.NO_ALLOWED_ROOTS,
+                )
+            )
+    else:
+        items = [roots] if isinstance(roots, str) else list(roots)
+        bad = [r for r in items if not isinstance(r, str) or not os.path.isabs(r)]
+        if bad:
+            messages.append(
+                Error(
+                    f"INOTIFIER_ALLOWED_ROOTS holds entries that are not absolute paths: {bad!r}",
+                    hint="List absolute directory paths.",
+                    obj="settings.INOTIFIER_ALLOWED_ROOTS",
+                    id=Codes.ROOTS,
+                )
+            )
+    return messages

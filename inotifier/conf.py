@@ -1,0 +1,78 @@
+"""Every ``INOTIFIER_*`` setting with its default, read lazily from Django settings."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from django.conf import settings as django_settings
+
+#: Every setting the app reads, with its default. The docs' settings reference
+#: (docs/settings.md) lists the same names; a test keeps the two in step.
+DEFAULTS: dict[str, Any] = {
+    # Iterable of (path, mask, "dotted.path.Processor") tuples.
+    "INOTIFIER_WATCH_PATHS": (),
+    # Files the daemon's stdout / stderr are appended to (None: /dev/null).
+    "INOTIFIER_DAEMON_STDOUT": None,
+    "INOTIFIER_DAEMON_STDERR": None,
+    # Pid file; None means PROJECT_PATH/inotifier.pid, else /tmp/inotifier.pid.
+    "INOTIFIER_PID_FILE": None,
+    # Name this daemon answers to for WatchPath.host (None: socket.gethostname()).
+    "INOTIFIER_HOSTNAME": None,
+    # Seconds between two polls of the config version counter.
+    "INOTIFIER_POLL_INTERVAL": 2.0,
+    # Seconds between two forced full resyncs (safety net for raw SQL changes).
+    "INOTIFIER_RESYNC_INTERVAL": 300.0,
+    # Allowlist of processors an admin may pick (None: built-ins + settings ones).
+    "INOTIFIER_PROCESSORS": None,
+    # Directories watches from the admin must live under (None: anywhere).
+    "INOTIFIER_ALLOWED_ROOTS": None,
+    # Suffix of the temporary name used by CreateViaChunksSignaler.
+    "INOTIFIER_CHUNK_SUFFIX": ".part",
+    # Seconds after which a half-done chunked upload is forgotten.
+    "INOTIFIER_CHUNK_TIMEOUT": 3600.0,
+    # Events held in the daemon's own memory between the kernel and the processors.
+    "INOTIFIER_QUEUE_SIZE": 2_000_000,
+    # Record events in the EventLog model.
+    "INOTIFIER_EVENT_LOG": False,
+    # Rows waiting to be written to EventLog before new ones are dropped (counted).
+    "INOTIFIER_EVENT_LOG_BUFFER": 10_000,
+    # Seconds between two event log flushes while events flow.
+    "INOTIFIER_EVENT_LOG_FLUSH_INTERVAL": 0.25,
+    # Retention of EventLog rows: age in seconds and row count.
+    "INOTIFIER_EVENT_LOG_MAX_AGE": 7 * 24 * 3600,
+    "INOTIFIER_EVENT_LOG_MAX_ROWS": 100_000,
+    # Seconds the start command waits for the daemon to report it is watching.
+    "INOTIFIER_START_TIMEOUT": 120.0,
+}
+
+
+class InotifierSettings:
+    """Give attribute access to the ``INOTIFIER_*`` settings, read at each access.
+
+    Reading on access (not at import) keeps ``override_settings`` working in tests.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown inotifier setting: {name}")
+        return getattr(django_settings, name, DEFAULTS[name])
+
+    @property
+    def hostname(self) -> str:
+        """Return the host name WatchPath.host is compared with."""
+        return getattr(django_settings, "INOTIFIER_HOSTNAME", None) or socket.gethostname()
+
+    @property
+    def pid_file(self) -> str:
+        """Return the pid file path: INOTIFIER_PID_FILE, PROJECT_PATH/inotifier.pid or /tmp."""
+        explicit = getattr(django_settings, "INOTIFIER_PID_FILE", None)
+        if explicit:
+            return str(explicit)
+        project_path = getattr(django_settings, "PROJECT_PATH", None)
+        if project_path:
+            return f"{str(project_path).rstrip('/')}/inotifier.pid"
+        return "/tmp/inotifier.pid"
+
+
+app_settings = InotifierSettings()

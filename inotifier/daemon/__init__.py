@@ -1,0 +1,1 @@
+"""The running part of django-inotifier: the daemon, its reconcile loop and its helpers."""

@@ -1,0 +1,520 @@
+"""The daemon: one loop that reads events, runs processors and reconciles watches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import DatabaseError, close_old_connections, connections
+
+from .. import signals as inotifier_signals
+from ..conf import app_settings
+from ..masks import IN_IGNORED, IN_Q_OVERFLOW, event_maskname
+from ..specs import SpecError, WatchSpec, desired_specs, load_processor
+from . import reconcile as reconcile_mod
+from .eventlog import EventLogWriter
+from .inotify import HEADER_SIZE, Inotify, Reader, parse, read_sysctl
+from .watches import ACTIVE, MISSING, ActiveWatch, WatchTable, make_event
+
+logger = logging.getLogger("inotifier.daemon")
+
+#: Longest stretch of event processing before the loop looks at signals and timers.
+SLICE_SECONDS = 0.02
+
+
+class Daemon:
+    """Hold the inotify watches and keep them equal to the configuration.
+
+    ``run()`` is the whole life of the process; ``tick()`` is one turn of the
+    loop (tests drive it directly); ``reconcile()`` applies the difference
+    between the desired and the active watches; ``stop()`` asks the loop to end.
+    """
+
+    def __init__(
+        self,
+        *,
+        hostname: str | None = None,
+        use_database: bool = True,
+        on_ready: Callable[[Daemon], None] | None = None,
+        notify: Callable[[str], None] | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.hostname = hostname or app_settings.hostname
+        self.use_database = use_database
+        self.on_ready = on_ready
+        self.notify = notify or (lambda message: None)
+        self.install_signal_handlers = install_signal_handlers
+        self.poll_interval = float(app_settings.INOTIFIER_POLL_INTERVAL)
+        self.resync_interval = float(app_settings.INOTIFIER_RESYNC_INTERVAL)
+        self.watches: dict[str, ActiveWatch] = {}
+        self.processor_errors: dict[str, str] = {}
+        self.pending_dir_moves: set[ActiveWatch] = set()
+        self.event_log: EventLogWriter | None = None
+        self.started = datetime.now(UTC)
+        self.pid = os.getpid()
+        self.version_applied = 0
+        self.errors = 0
+        self.overflows = 0
+        self.progress_text = ""
+        self.message = ""
+        self.stopping = False
+        self.exit_code = 0
+        self._hup = False
+        self._resync_wanted = False
+        self._rows: list[Any] | None = None  # last rows read; kept through a DB outage
+        self._db_down_since: float | None = None
+        self._db_retry_at = 0.0
+        self._next_poll = 0.0
+        self._next_resync = 0.0
+        self._next_missing = 0.0
+        self._status_dirty = True
+        self._forgotten: list[ActiveWatch] = []
+        self.inotify: Inotify | None = None
+        self.reader: Reader | None = None
+        self.table: WatchTable
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the inotify instance, the reader thread, the wake-up pipe and signal handlers."""
+        self.inotify = Inotify()
+        self.table = WatchTable(self.inotify)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        queue_bytes = int(app_settings.INOTIFIER_QUEUE_SIZE) * (HEADER_SIZE + 16)
+        self.reader = Reader(self.inotify.fd, self._wake, queue_bytes)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self._wake_r, selectors.EVENT_READ)
+        if app_settings.INOTIFIER_EVENT_LOG:
+            self.event_log = EventLogWriter(self.hostname)
+        if self.install_signal_handlers:
+            # Handlers only set flags; the wake-up fd makes select() return at once,
+            # so a signal is seen within milliseconds even with no file event.
+            signal.signal(signal.SIGTERM, self._on_stop_signal)
+            signal.signal(signal.SIGINT, self._on_stop_signal)
+            signal.signal(signal.SIGHUP, self._on_hup)
+            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"r")
+        except BlockingIOError:
+            pass  # already awake
+        except OSError:
+            pass
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self._hup = True
+
+    def request_reconcile(self) -> None:
+        """Ask for a reconcile at the next turn of the loop (thread-safe)."""
+        self._hup = True
+        self._wake()
+
+    def stop(self) -> None:
+        """Ask the loop to end (thread-safe)."""
+        self.stopping = True
+        self._wake()
+
+    def run(self) -> int:
+        """Set up, watch, loop until stopped, clean up; return the exit code."""
+        self.setup()
+        try:
+            assert self.reader is not None
+            self.reader.start()
+            if self.event_log is not None:
+                self.event_log.start()
+            self.reconcile(force=True)
+            self.write_status(force=True)
+            inotifier_signals.daemon_started.send(sender=self.__class__, daemon=self)
+            self.notify("READY=1")
+            if self.on_ready is not None:
+                self.on_ready(self)
+            while not self.stopping:
+                self.tick()
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    def shutdown(self) -> None:
+        """Stop reading, process what was read, flush the event log, close everything."""
+        self.notify("STOPPING=1")
+        try:
+            inotifier_signals.daemon_stopping.send(sender=self.__class__, daemon=self)
+        except Exception:
+            logger.exception("a daemon_stopping receiver raised")
+        if self.reader is not None:
+            self.reader.stop()
+            # Events already read from the kernel are processed, not dropped.
+            self.process_events(deadline=time.monotonic() + 10.0)
+        if self.event_log is not None:
+            self.event_log.stop()
+        try:
+            self.write_status(force=True, running=False)
+        except Exception:
+            logger.warning("could not record the daemon's stop in the database")
+        if self.install_signal_handlers:
+            try:
+                signal.set_wakeup_fd(-1)
+            except ValueError:
+                pass
+        if self.inotify is not None:
+            self.inotify.close()
+        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            connections.close_all()
+        except Exception:
+            pass
+        logger.info("inotifier daemon stopped (pid %s)", self.pid)
+
+    # -- the loop ------------------------------------------------------------------
+
+    def tick(self, timeout: float | None = None) -> None:
+        """Run one turn: wait for work (at most ``timeout``), then do what is due."""
+        now = time.monotonic()
+        if timeout is None:
+            timeout = max(0.0, min(self._next_poll, self._next_missing) - now)
+        assert self.reader is not None
+        if not self.reader.chunks and not self._hup and not self.stopping:
+            for _key, _mask in self.selector.select(timeout):
+                pass
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        if self._hup:
+            self._hup = False
+            logger.info("reconcile requested")
+            self.reconcile(force=True)
+        self.process_events(deadline=time.monotonic() + SLICE_SECONDS)
+        now = time.monotonic()
+        if self.pending_dir_moves and not self.reader.chunks:
+            for watch in self.pending_dir_moves:
+                watch.settle_dir_moves(self.table)
+            self.pending_dir_moves.clear()
+        if now >= self._next_missing:
+            self._next_missing = now + self.poll_interval
+            self.check_missing()
+        if now >= self._next_poll:
+            self._next_poll = now + self.poll_interval
+            self.poll()
+
+    def process_events(self, deadline: float) -> int:
+        """Process buffered events until the buffer is empty or ``deadline`` passes."""
+        reader = self.reader
+        if reader is None:
+            return 0
+        nodes = self.table.nodes
+        table = self.table
+        count = 0
+        while True:
+            chunk = reader.take()
+            if chunk is None:
+                break
+            for wd, mask, cookie, name in parse(chunk):
+                count += 1
+                node = nodes.get(wd)
+                if node is None:
+                    if mask & IN_Q_OVERFLOW:
+                        self.on_overflow()
+                    continue
+                for watch, path in list(node.owners.items()):
+                    watch.handle(table, wd, path, mask, cookie, name)
+                if mask & IN_IGNORED:
+                    table.forget(wd)
+            if time.monotonic() >= deadline:
+                break
+        return count
+
+    def on_overflow(self) -> None:
+        """The kernel queue overflowed: say so loudly, tell receivers, rescan the trees."""
+        self.overflows += 1
+        self._status_dirty = True
+        logger.warning(
+            "inotify queue overflow: events were lost by the kernel (fs.inotify.max_queued_events"
+            " = %s); rescanning the watched trees",
+            read_sysctl("max_queued_events"),
+        )
+        event = make_event(-1, IN_Q_OVERFLOW, 0, "", "", "")
+        event.maskname = event_maskname(IN_Q_OVERFLOW)
+        try:
+            inotifier_signals.in_q_overflow.send(sender=self.__class__, event=event)
+        except Exception:
+            logger.exception("an in_q_overflow receiver raised")
+        self.rescan()
+
+    def rescan(self) -> None:
+        """Watch directories of tree watches that appeared while events were lost."""
+        for watch in list(self.watches.values()):
+            if watch.state != ACTIVE or not watch.spec.auto_add:
+                continue
+            for path in list(watch.paths):
+                failure = watch.add_tree(self.table, path, synthesize=True) if os.path.isdir(path) else ""
+                if failure:
+                    watch.set_state("error", failure)
+                    break
+
+    def check_missing_soon(self) -> None:
+        self._next_missing = 0.0
+
+    def check_missing(self) -> None:
+        """Start watches whose path was missing and now exists."""
+        for watch in self.watches.values():
+            if watch.state == MISSING and os.path.lexists(watch.root):
+                watch.start(self.table)
+
+    def progress(self, watch: ActiveWatch, added: int, done: bool = False) -> None:
+        """Report progress of a large recursive set-up (logged and shown in the status)."""
+        now = time.monotonic()
+        started = getattr(watch, "_progress_started", None)
+        if started is None:
+            started = watch._progress_started = now  # type: ignore[attr-defined]
+        rate = added / max(now - started, 1e-6)
+        if done:
+            self.progress_text = ""
+            logger.info("watched %d directories under %s", added, watch.root)
+        else:
+            self.progress_text = f"{watch.root}: {added} directories watched ({rate:.0f}/s)"
+            logger.info("%s", self.progress_text)
+            self._status_dirty = True
+            self.write_status(force=True)
+
+    # -- configuration ---------------------------------------------------------------
+
+    def load_rows(self) -> list[Any] | None:
+        """Return the enabled rows for this host, or None when the database is unavailable."""
+        if not self.use_database:
+            return []
+        from ..models import WatchPath
+
+        try:
+            close_old_connections()
+            rows = list(WatchPath.objects.enabled_for_host(self.hostname))
+        except DatabaseError as exc:
+            self._db_failed(exc)
+            return None
+        self._db_ok()
+        return rows
+
+    def _db_failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._db_down_since is None:
+            self._db_down_since = now
+            logger.warning(
+                "database unavailable (%s); keeping the current watches and retrying", exc
+            )
+        # Back off: 1 s, then a quarter of the outage, at most 30 s.
+        self._db_retry_at = now + min(30.0, max(1.0, (now - self._db_down_since) / 4))
+        try:
+            connections.close_all()
+        except Exception:
+            pass
+
+    def _db_ok(self) -> None:
+        if self._db_down_since is not None:
+            logger.warning(
+                "database back after %.1f s", time.monotonic() - self._db_down_since
+            )
+            self._db_down_since = None
+            self._resync_wanted = True
+
+    def desired(self) -> dict[str, WatchSpec]:
+        """Return the desired watches (settings entries + rows; last known rows during an outage)."""
+        rows = self.load_rows()
+        if rows is not None:
+            self._rows = rows
+        return desired_specs(self._rows or [])
+
+    def reconcile(self, force: bool = False) -> reconcile_mod.Plan:
+        """Make the active watches equal to the desired ones, touching only the differences."""
+        started = time.perf_counter()
+        self.notify("RELOADING=1")
+        version = self.read_version()
+        desired = self.desired()
+        plan = reconcile_mod.diff(desired, reconcile_mod.specs_of(self.watches))
+        reconcile_mod.apply(self, plan)
+        if version is not None and self._db_down_since is None:
+            self.version_applied = version
+        self._next_resync = time.monotonic() + self.resync_interval
+        elapsed = (time.perf_counter() - started) * 1000
+        self.last_reconcile_ms = elapsed
+        if plan.touched:
+            logger.info(
+                "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged",
+                elapsed, len(plan.add), len(plan.remove), len(plan.update), len(plan.unchanged),
+            )
+        self._status_dirty = True
+        self.notify("READY=1")
+        try:
+            inotifier_signals.reconciled.send(sender=self.__class__, daemon=self, changes=plan.summary())
+        except Exception:
+            logger.exception("a reconciled receiver raised")
+        self.last_plan = plan
+        return plan
+
+    def read_version(self) -> int | None:
+        """Return the ConfigVersion counter, or None when the database is unavailable."""
+        if not self.use_database:
+            return None
+        if self._db_down_since is not None and time.monotonic() < self._db_retry_at:
+            return None
+        from ..models import ConfigVersion
+
+        try:
+            close_old_connections()
+            version = ConfigVersion.current()
+        except DatabaseError as exc:
+            self._db_failed(exc)
+            return None
+        self._db_ok()
+        return version
+
+    def poll(self) -> None:
+        """One poll tick: reconcile when the counter moved or a resync is due; write status."""
+        version = self.read_version()
+        due = time.monotonic() >= self._next_resync or self._resync_wanted
+        if (version is not None and version != self.version_applied) or due:
+            self._resync_wanted = False
+            self.reconcile(force=due)
+        self.write_status()
+
+    def make_watch(self, spec: WatchSpec) -> ActiveWatch:
+        """Return a new ActiveWatch for ``spec`` with its processor (None when unusable)."""
+        processor = None if spec.error else self.load_processor(spec)
+        watch = ActiveWatch(spec, processor, self)
+        if processor is None and not spec.error:
+            watch.message = self.processor_errors.get(spec.key, "unusable processor")
+        return watch
+
+    def load_processor(self, spec: WatchSpec) -> Any:
+        """Import and instantiate the processor of ``spec``; None (and the reason kept) on failure."""
+        self.processor_errors.pop(spec.key, None)
+        try:
+            cls = load_processor(spec.processor)
+            return cls()
+        except SpecError as exc:
+            self.processor_errors[spec.key] = str(exc)
+        except Exception as exc:
+            self.processor_errors[spec.key] = (
+                f"processor {spec.processor!r} failed to start: {type(exc).__name__}: {exc}"
+            )
+            logger.exception("processor %s failed to start", spec.processor)
+        return None
+
+    def forget_state(self, watch: ActiveWatch) -> None:
+        self._forgotten.append(watch)
+
+    # -- status -------------------------------------------------------------------------
+
+    def kernel_watches(self) -> int:
+        return len(self.table.nodes) if hasattr(self, "table") else 0
+
+    def write_status(self, force: bool = False, running: bool = True) -> None:
+        """Write the daemon's and the changed watches' status rows (never bumps the counter)."""
+        if not self.use_database:
+            return
+        if self._db_down_since is not None and time.monotonic() < self._db_retry_at and not force:
+            return
+        from ..models import DaemonStatus, WatchState
+
+        dirty = [w for w in self.watches.values() if w.dirty or force]
+        try:
+            close_old_connections()
+            now = datetime.now(UTC)
+            reader = self.reader
+            DaemonStatus.objects.update_or_create(
+                host=self.hostname,
+                defaults={
+                    "pid": self.pid if running else None,
+                    "running": running,
+                    "started": self.started,
+                    "heartbeat": now,
+                    "version_applied": self.version_applied,
+                    "kernel_watches": self.kernel_watches(),
+                    "events": sum(w.events for w in self.watches.values()),
+                    "errors": self.errors,
+                    "overflows": self.overflows,
+                    "queue_peak": reader.peak if reader else 0,
+                    "log_dropped": self.event_log.dropped if self.event_log else 0,
+                    "progress": self.progress_text[:255],
+                    "message": self.message,
+                },
+            )
+            if dirty:
+                states = [
+                    WatchState(
+                        host=self.hostname,
+                        key=w.spec.key,
+                        watch_id=w.spec.watch_id,
+                        source=w.spec.source,
+                        path=w.spec.label[:4096],
+                        mask=w.spec.mask,
+                        processor=w.spec.processor[:255],
+                        state=w.state,
+                        message=w.message,
+                        kernel_watches=len(w.paths),
+                        events=w.events,
+                        errors=w.errors,
+                        last_event=(
+                            datetime.fromtimestamp(w.last_event, UTC) if w.last_event else None
+                        ),
+                    )
+                    for w in dirty
+                ]
+                WatchState.objects.bulk_create(
+                    states,
+                    update_conflicts=True,
+                    unique_fields=["host", "key"],
+                    update_fields=[
+                        "watch", "source", "path", "mask", "processor", "state", "message",
+                        "kernel_watches", "events", "errors", "last_event", "updated",
+                    ],
+                    batch_size=1000,
+                )
+            keys = set(self.watches)
+            gone = [w.spec.key for w in self._forgotten if w.spec.key not in keys]
+            if gone or force:
+                WatchState.objects.filter(host=self.hostname).exclude(key__in=keys).delete()
+            self._forgotten.clear()
+        except DatabaseError as exc:
+            self._db_failed(exc)
+            return
+        except Exception:
+            logger.exception("writing the daemon status failed")
+            return
+        self._db_ok()
+        for w in dirty:
+            w.dirty = False
+        self._status_dirty = False
+
+
+def configure_logging(verbosity: int = 1, stream: Any = None) -> None:
+    """Send the ``inotifier`` loggers to stderr when the project configured no handler."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    root_logger = logging.getLogger("inotifier")
+    root_logger.setLevel(level)
+    if not root_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+        )
+        root_logger.addHandler(handler)
+    # pyinotify attaches a stderr handler of its own and propagates: one line, not two.
+    pyinotify_logger = logging.getLogger("pyinotify")
+    for handler in list(pyinotify_logger.handlers):
+        pyinotify_logger.removeHandler(handler)

@@ -1,0 +1,45 @@
+"""Make every daemon reconcile its watches: bump the version counter, SIGHUP the local one."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from django.utils.translation import gettext as _
+
+from ...conf import app_settings
+
+
+class Command(BaseCommand):
+    help = _(
+        "Reconcile the watches now: bump the configuration version (every daemon on every "
+        "host sees it at its next poll) and send SIGHUP to this host's daemon if one runs."
+    )
+    requires_system_checks: list[str] = []
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from ...daemon.pidfile import running_pid
+        from ...models import ConfigVersion
+
+        did = []
+        try:
+            ConfigVersion.bump()
+            did.append(
+                _("configuration version bumped to %d (all daemons reconcile at their next poll)")
+                % ConfigVersion.current()
+            )
+        except DatabaseError as exc:
+            self.stderr.write(self.style.WARNING(_("Could not bump the version: %s") % exc))
+        pid = running_pid(app_settings.pid_file)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+            did.append(_("SIGHUP sent to the local daemon (pid %d)") % pid)
+        else:
+            did.append(_("no daemon runs on this host"))
+        if len(did) == 1 and pid is None:
+            raise CommandError(_("Nothing reloaded: the database is unavailable and no daemon runs."))
+        for line in did:
+            self.stdout.write(self.style.SUCCESS(line[0].upper() + line[1:] + "."))

@@ -1,0 +1,36 @@
+"""Stop the inotifier daemon of this host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
+
+
+class Command(BaseCommand):
+    help = _(
+        "Stop the inotifier daemon: SIGTERM, wait, then SIGKILL. Only a process that holds "
+        "the pid file's lock (a real inotifier daemon) is ever signalled."
+    )
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--timeout", type=float, default=10.0,
+            help=_("Seconds to wait after SIGTERM before sending SIGKILL (default 10)."),
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from ...daemon.process import StopError, stop_daemon
+
+        try:
+            pid, killed = stop_daemon(options["timeout"])
+        except StopError as exc:
+            raise CommandError(str(exc)) from None
+        if killed:
+            self.stdout.write(
+                self.style.WARNING(_("File monitoring killed (pid %d did not stop in time)") % pid)
+            )
+        else:
+            self.stdout.write(self.style.SUCCESS(_("File monitoring stopped (pid %d)") % pid))

@@ -1,0 +1,113 @@
+"""Inotify event names and bits: parse ``"IN_CREATE|IN_MOVED_TO"``, describe an int."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pyinotify
+
+#: Events a watch can ask for, in the order the admin shows them.
+EVENT_NAMES: tuple[str, ...] = (
+    "IN_ACCESS",
+    "IN_ATTRIB",
+    "IN_CLOSE_NOWRITE",
+    "IN_CLOSE_WRITE",
+    "IN_CREATE",
+    "IN_DELETE",
+    "IN_DELETE_SELF",
+    "IN_MODIFY",
+    "IN_MOVE_SELF",
+    "IN_MOVED_FROM",
+    "IN_MOVED_TO",
+    "IN_OPEN",
+)
+#: Events the kernel sends whatever the mask (they may still be named in one).
+KERNEL_EVENT_NAMES: tuple[str, ...] = ("IN_IGNORED", "IN_Q_OVERFLOW", "IN_UNMOUNT")
+#: Flags that change how a watch behaves rather than naming an event.
+FLAG_NAMES: tuple[str, ...] = ("IN_DONT_FOLLOW", "IN_EXCL_UNLINK", "IN_ONLYDIR")
+
+BITS: dict[str, int] = {
+    name: int(pyinotify.EventsCodes.ALL_FLAGS[name])
+    for name in EVENT_NAMES + KERNEL_EVENT_NAMES + FLAG_NAMES + ("IN_ISDIR",)
+}
+ALL_EVENTS: int = 0
+for _name in EVENT_NAMES:
+    ALL_EVENTS |= BITS[_name]
+EVENT_BITS: int = ALL_EVENTS | BITS["IN_IGNORED"] | BITS["IN_Q_OVERFLOW"] | BITS["IN_UNMOUNT"]
+#: Every bit a configured mask may hold.
+VALID_BITS: int = EVENT_BITS | BITS["IN_DONT_FOLLOW"] | BITS["IN_EXCL_UNLINK"] | BITS["IN_ONLYDIR"]
+#: Aliases accepted when parsing, as pyinotify spells them.
+ALIASES: dict[str, int] = {
+    "ALL_EVENTS": ALL_EVENTS,
+    "IN_CLOSE": BITS["IN_CLOSE_WRITE"] | BITS["IN_CLOSE_NOWRITE"],
+    "IN_MOVE": BITS["IN_MOVED_FROM"] | BITS["IN_MOVED_TO"],
+}
+
+IN_ISDIR = BITS["IN_ISDIR"]
+IN_Q_OVERFLOW = BITS["IN_Q_OVERFLOW"]
+IN_IGNORED = BITS["IN_IGNORED"]
+
+
+class MaskError(ValueError):
+    """A mask that is not a usable set of inotify events."""
+
+
+def parse_mask(value: object) -> int:
+    """Return the int for a mask given as an int or as ``"IN_CREATE|IN_MOVED_TO"``.
+
+    Raise MaskError naming the culprit when the value is empty, names an unknown
+    event or holds bits outside the inotify range.
+    """
+    if isinstance(value, bool):
+        raise MaskError(f"mask must be an int or a string of event names, not {value!r}")
+    if isinstance(value, int):
+        mask = value
+    elif isinstance(value, str):
+        mask = 0
+        for part in value.replace(",", "|").split("|"):
+            name = part.strip().upper()
+            if not name:
+                continue
+            if not name.startswith("IN_") and name != "ALL_EVENTS":
+                name = "IN_" + name
+            if name in ALIASES:
+                mask |= ALIASES[name]
+            elif name in BITS and name != "IN_ISDIR":
+                mask |= BITS[name]
+            else:
+                raise MaskError(f"unknown event name {part.strip()!r}")
+    else:
+        raise MaskError(
+            f"mask must be an int or a string of event names, not {type(value).__name__}"
+        )
+    if mask < 0 or mask & ~VALID_BITS:
+        raise MaskError(f"mask {mask:#x} has bits outside the inotify events ({mask & ~VALID_BITS:#x})")
+    if not mask & EVENT_BITS:
+        raise MaskError("mask names no event (it is 0)")
+    return mask
+
+
+@cache
+def mask_names(mask: int) -> tuple[str, ...]:
+    """Return the event and flag names set in ``mask`` (``ALL_EVENTS`` folded)."""
+    names: list[str] = []
+    if mask & ALL_EVENTS == ALL_EVENTS:
+        names.append("ALL_EVENTS")
+        rest = mask & ~ALL_EVENTS
+    else:
+        rest = mask
+    for name in EVENT_NAMES + KERNEL_EVENT_NAMES + FLAG_NAMES + ("IN_ISDIR",):
+        if rest & BITS[name]:
+            names.append(name)
+    return tuple(names)
+
+
+def describe_mask(mask: int) -> str:
+    """Return ``mask`` as ``"IN_CREATE|IN_MOVED_TO"``."""
+    return "|".join(mask_names(mask)) or "0"
+
+
+@cache
+def event_maskname(mask: int) -> str:
+    """Return the maskname pyinotify gives an event with this mask (``IN_CREATE|IN_ISDIR``)."""
+    return str(pyinotify.EventsCodes.maskname(mask))

@@ -1,0 +1,331 @@
+"""WatchPath (watches edited in the admin), the ConfigVersion counter, status rows and EventLog."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F
+from django.utils.translation import gettext_lazy as _
+
+from .conf import app_settings
+from .masks import ALL_EVENTS, describe_mask
+from .specs import (
+    SpecError,
+    parse_excludes,
+    validate_allowed_root,
+    validate_mask,
+    validate_path,
+    validate_processor_allowed,
+)
+
+
+class ConfigVersion(models.Model):
+    """The one-row counter that moves on every change to watches; daemons poll it."""
+
+    version = models.BigIntegerField(_("version"), default=0)
+    changed = models.DateTimeField(_("changed"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("configuration version")
+        verbose_name_plural = _("configuration version")
+
+    def __str__(self) -> str:
+        return str(self.version)
+
+    @classmethod
+    def bump(cls) -> None:
+        """Move the counter by one so every daemon reconciles at its next poll.
+
+        After changing ``inotifier_watchpath`` with raw SQL, call this (or run
+        ``UPDATE inotifier_configversion SET version = version + 1``).
+        """
+        if not cls.objects.filter(pk=1).update(version=F("version") + 1):
+            obj, created = cls.objects.get_or_create(pk=1, defaults={"version": 1})
+            if not created:
+                cls.objects.filter(pk=1).update(version=F("version") + 1)
+
+    @classmethod
+    def current(cls) -> int:
+        """Return the counter's value (0 before the first change)."""
+        value = cls.objects.filter(pk=1).values_list("version", flat=True).first()
+        return int(value or 0)
+
+
+class WatchPathQuerySet(models.QuerySet["WatchPath"]):
+    """Queryset whose bulk writes move the ConfigVersion counter (they send no model signals)."""
+
+    def update(self, **kwargs: Any) -> int:
+        rows = super().update(**kwargs)
+        if rows:
+            ConfigVersion.bump()
+        return rows
+
+    update.alters_data = True  # type: ignore[attr-defined]
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        result = super().delete()
+        if result[0]:
+            ConfigVersion.bump()
+        return result
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[WatchPath]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        if created:
+            ConfigVersion.bump()
+        return created
+
+    def bulk_update(self, objs: Any, fields: Any, *args: Any, **kwargs: Any) -> int:
+        rows = super().bulk_update(objs, fields, *args, **kwargs)
+        if rows:
+            ConfigVersion.bump()
+        return rows
+
+    def enabled_for_host(self, host: str) -> WatchPathQuerySet:
+        """Return the enabled rows a daemon on ``host`` must watch."""
+        return self.filter(enabled=True).filter(models.Q(host="") | models.Q(host=host))
+
+
+class WatchPath(models.Model):
+    """A directory watched by the daemon, edited in the admin."""
+
+    path = models.CharField(
+        _("path"), max_length=4096,
+        help_text=_("Absolute path of the directory (or file) to watch."),
+    )
+    mask = models.PositiveIntegerField(
+        _("events"), default=ALL_EVENTS,
+        help_text=_("The inotify events to report, as an integer of pyinotify bits."),
+    )
+    processor = models.CharField(
+        _("processor"), max_length=255,
+        default="inotifier.event_processors.AllEventsSignaler",
+        help_text=_("Dotted path of the pyinotify ProcessEvent class that handles the events."),
+    )
+    enabled = models.BooleanField(
+        _("enabled"), default=True, help_text=_("Disabled watches are not watched.")
+    )
+    recursive = models.BooleanField(
+        _("recursive"), default=False, help_text=_("Also watch every subdirectory.")
+    )
+    auto_add = models.BooleanField(
+        _("auto add"), default=False,
+        help_text=_("Watch subdirectories created after the watch was set up."),
+    )
+    exclude = models.TextField(
+        _("exclude"), blank=True,
+        help_text=_(
+            "Glob patterns, one per line, of paths not to watch or report "
+            "(a pattern without '/' matches the last part of the path). "
+            "An excluded directory costs no kernel watch."
+        ),
+    )
+    host = models.CharField(
+        _("host"), max_length=255, blank=True, db_index=True,
+        help_text=_("Only the daemon on this host watches it; blank means every daemon."),
+    )
+    event_log = models.BooleanField(
+        _("log events"), default=True,
+        help_text=_("Record this watch's events in the event log (when INOTIFIER_EVENT_LOG is on)."),
+    )
+    description = models.TextField(_("description"), blank=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = WatchPathQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("watch path")
+        verbose_name_plural = _("watch paths")
+        ordering = ("path", "pk")
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def events_display(self) -> str:
+        """Return the mask as event names."""
+        return describe_mask(int(self.mask or 0))
+
+    @property
+    def exclude_patterns(self) -> tuple[str, ...]:
+        """Return the exclude patterns, one per line of ``exclude``."""
+        return parse_excludes(self.exclude)
+
+    def is_for_this_host(self) -> bool:
+        """Return True when the daemon of this host watches this row."""
+        return not self.host or self.host == app_settings.hostname
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+
+        def check(field: str, func: Any, *args: Any) -> Any:
+            try:
+                return func(*args)
+            except SpecError as exc:
+                errors.setdefault(field, []).append(str(exc))
+                return None
+
+        path = check("path", validate_path, self.path)
+        if path is not None:
+            self.path = path
+            if check("path", validate_allowed_root, path) is None and "path" not in errors:
+                if self.enabled and self.is_for_this_host() and not os.path.exists(path):
+                    errors["path"] = [str(_("This path does not exist on this host."))]
+        if self.mask is not None:
+            check("mask", validate_mask, int(self.mask))
+        if self.processor:
+            check("processor", validate_processor_allowed, self.processor)
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        ConfigVersion.bump()
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        result = super().delete(*args, **kwargs)
+        ConfigVersion.bump()
+        return result
+
+
+class DaemonStatus(models.Model):
+    """What the daemon of one host reports about itself; written by the daemon only."""
+
+    host = models.CharField(_("host"), max_length=255, unique=True)
+    pid = models.IntegerField(_("pid"), null=True, blank=True)
+    running = models.BooleanField(_("running"), default=False)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    heartbeat = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    version_applied = models.BigIntegerField(_("config version applied"), default=0)
+    kernel_watches = models.IntegerField(_("kernel watches"), default=0)
+    events = models.BigIntegerField(_("events"), default=0)
+    errors = models.BigIntegerField(_("processor errors"), default=0)
+    overflows = models.IntegerField(_("queue overflows"), default=0)
+    queue_peak = models.IntegerField(_("queue peak"), default=0)
+    log_dropped = models.BigIntegerField(_("event log rows dropped"), default=0)
+    progress = models.CharField(_("progress"), max_length=255, blank=True)
+    message = models.TextField(_("message"), blank=True)
+
+    class Meta:
+        verbose_name = _("daemon status")
+        verbose_name_plural = _("daemon status")
+        ordering = ("host",)
+
+    def __str__(self) -> str:
+        return f"{self.host} (pid {self.pid})"
+
+
+class WatchState(models.Model):
+    """The state of one watch in the daemon of one host; written by the daemon only."""
+
+    ACTIVE = "active"
+    MISSING = "missing"
+    ERROR = "error"
+    STATE_CHOICES = [(ACTIVE, _("active")), (MISSING, _("missing")), (ERROR, _("error"))]
+
+    host = models.CharField(_("host"), max_length=255)
+    key = models.CharField(_("key"), max_length=64)
+    # No database constraint: the daemon may write the state of a row deleted a
+    # moment ago; the ORM still cascades when a WatchPath is deleted.
+    watch = models.ForeignKey(
+        WatchPath, verbose_name=_("watch"), null=True, blank=True,
+        on_delete=models.CASCADE, related_name="states", db_constraint=False,
+    )
+    source = models.CharField(_("source"), max_length=16, default="admin")
+    path = models.CharField(_("path"), max_length=4096)
+    mask = models.PositiveIntegerField(_("events"), default=0)
+    processor = models.CharField(_("processor"), max_length=255, blank=True)
+    state = models.CharField(_("state"), max_length=16, choices=STATE_CHOICES)
+    message = models.TextField(_("message"), blank=True)
+    kernel_watches = models.IntegerField(_("kernel watches"), default=0)
+    events = models.BigIntegerField(_("events"), default=0)
+    errors = models.BigIntegerField(_("processor errors"), default=0)
+    last_event = models.DateTimeField(_("last event"), null=True, blank=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("watch state")
+        verbose_name_plural = _("watch states")
+        ordering = ("host", "path")
+        constraints = [
+            models.UniqueConstraint(fields=["host", "key"], name="inotifier_watchstate_host_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} on {self.host}: {self.state}"
+
+
+class EventLog(models.Model):
+    """One inotify event recorded by the daemon (when INOTIFIER_EVENT_LOG is on)."""
+
+    timestamp = models.DateTimeField(_("time"), db_index=True)
+    pathname = models.TextField(_("path"))
+    src_pathname = models.TextField(_("moved from"), blank=True)
+    escaped = models.BooleanField(
+        _("escaped"), default=False,
+        help_text=_(
+            "The file name was not valid UTF-8: backslashes are doubled and each "
+            "undecodable byte is written as \\xNN (see EventLog.raw_pathname)."
+        ),
+    )
+    mask = models.PositiveIntegerField(_("mask"))
+    maskname = models.CharField(_("event"), max_length=64, db_index=True)
+    is_dir = models.BooleanField(_("directory"), default=False)
+    watch = models.ForeignKey(
+        WatchPath, verbose_name=_("watch"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="events", db_constraint=False,
+    )
+    watch_label = models.CharField(_("watch label"), max_length=4096, blank=True)
+    host = models.CharField(_("host"), max_length=255, db_index=True)
+
+    class Meta:
+        verbose_name = _("event")
+        verbose_name_plural = _("event log")
+        ordering = ("-timestamp", "-id")
+        indexes = [models.Index(fields=["-timestamp", "-id"], name="inotifier_eventlog_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.maskname} {self.pathname}"
+
+    def raw_pathname(self) -> bytes:
+        """Return the path as the bytes the file system holds (undoing the escaping)."""
+        return unescape_path(self.pathname) if self.escaped else os.fsencode(self.pathname)
+
+
+def escape_path(path: str) -> tuple[str, bool]:
+    """Return (text safe for the database, escaped?) for a path from os.fsdecode.
+
+    Valid UTF-8 names are kept as they are. A name holding undecodable bytes
+    (surrogate escapes) gets its backslashes doubled and each such byte written
+    as ``\\xNN``, which ``unescape_path`` reverses exactly.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace"), True
+    return path, False
+
+
+def unescape_path(text: str) -> bytes:
+    """Return the bytes of a path escaped by ``escape_path``."""
+    out = bytearray()
+    data = text.encode("utf-8")
+    i = 0
+    while i < len(data):
+        if data[i : i + 2] == b"\\\\":
+            out += b"\\"
+            i += 2
+        elif data[i : i + 2] == b"\\x":
+            out.append(int(data[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out.append(data[i])
+            i += 1
+    return bytes(out)

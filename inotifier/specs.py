@@ -1,0 +1,286 @@
+"""WatchSpec, the desired set of watches, and the validation shared by checks, admin and daemon."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyinotify
+from django.utils.module_loading import import_string
+
+from .conf import app_settings
+from .masks import MaskError, parse_mask
+
+if TYPE_CHECKING:
+    from .models import WatchPath
+
+
+class SpecError(ValueError):
+    """A watch entry that cannot be used; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    """One desired watch: what to watch, which events, and who processes them."""
+
+    key: str  # "settings:<n>" or "row:<pk>": identity across reconciles
+    path: str
+    mask: int
+    processor: str
+    recursive: bool = False
+    auto_add: bool = False
+    excludes: tuple[str, ...] = ()
+    event_log: bool = True
+    label: str = ""
+    watch_id: int | None = None  # WatchPath pk, None for settings entries
+    error: str = field(default="", compare=True)  # set when the entry is unusable
+
+    @property
+    def source(self) -> str:
+        """Return ``"settings"`` or ``"admin"``."""
+        return "settings" if self.watch_id is None else "admin"
+
+    def is_excluded(self, path: str) -> bool:
+        """Return True when ``path`` matches one of the exclude patterns."""
+        return is_excluded(path, self.excludes)
+
+
+def is_excluded(path: str, patterns: tuple[str, ...]) -> bool:
+    """Return True when ``path`` (absolute) or its last part matches one of ``patterns``."""
+    if not patterns:
+        return False
+    base = path.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        target = path if "/" in pattern else base
+        if fnmatch.fnmatchcase(target, pattern):
+            return True
+    return False
+
+
+def parse_excludes(text: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Return the exclude patterns of a text (one per line) or an iterable."""
+    if not text:
+        return ()
+    lines = text.splitlines() if isinstance(text, str) else list(text)
+    return tuple(line.strip() for line in lines if line and line.strip())
+
+
+# -- validation of the parts ---------------------------------------------------------
+
+
+def validate_path(path: object) -> str:
+    """Return ``path`` normalised; raise SpecError unless it is an absolute path string."""
+    if not isinstance(path, str):
+        raise SpecError(f"path must be a string, not {type(path).__name__}")
+    if not path:
+        raise SpecError("path is empty")
+    if "\x00" in path:
+        raise SpecError("path contains a NUL byte")
+    if not os.path.isabs(path):
+        raise SpecError(f"path {path!r} is not absolute")
+    return os.path.normpath(path)
+
+
+def allowed_roots() -> list[str] | None:
+    """Return INOTIFIER_ALLOWED_ROOTS resolved (symlinks followed), or None when unset."""
+    roots = app_settings.INOTIFIER_ALLOWED_ROOTS
+    if roots is None:
+        return None
+    if isinstance(roots, str):
+        roots = [roots]
+    return [os.path.realpath(str(root)) for root in roots]
+
+
+def validate_allowed_root(path: str) -> None:
+    """Raise SpecError when ``path``, symlinks and ``..`` resolved, is outside the allowed roots."""
+    roots = allowed_roots()
+    if roots is None:
+        return
+    real = os.path.realpath(path)
+    for root in roots:
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return
+    shown = ", ".join(roots) or "(none)"
+    raise SpecError(f"path {path!r} (really {real!r}) is outside INOTIFIER_ALLOWED_ROOTS ({shown})")
+
+
+def validate_mask(mask: object) -> int:
+    """Return the mask as an int; raise SpecError naming the problem."""
+    try:
+        return parse_mask(mask)
+    except MaskError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def load_processor(dotted: object) -> type[pyinotify.ProcessEvent]:
+    """Import and return a ProcessEvent subclass named by dotted path; SpecError otherwise."""
+    if not isinstance(dotted, str) or not dotted.strip():
+        raise SpecError(f"processor must be a dotted path string, not {dotted!r}")
+    try:
+        obj = import_string(dotted.strip())
+    except ImportError as exc:
+        raise SpecError(f"processor {dotted!r} cannot be imported: {exc}") from None
+    except Exception as exc:  # a module that fails on import must not take the caller down
+        raise SpecError(
+            f"processor {dotted!r} failed while importing: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(obj, type):
+        raise SpecError(f"processor {dotted!r} is not a class")
+    if not issubclass(obj, pyinotify.ProcessEvent):
+        raise SpecError(f"processor {dotted!r} is not a pyinotify.ProcessEvent subclass")
+    return obj
+
+
+def processor_allowlist() -> tuple[str, ...]:
+    """Return the processors rows may name: INOTIFIER_PROCESSORS or the default list."""
+    from .event_processors import BUILTIN_PROCESSORS
+
+    configured = app_settings.INOTIFIER_PROCESSORS
+    if configured is not None:
+        return tuple(str(p) for p in configured)
+    names = list(BUILTIN_PROCESSORS)
+    for entry in _settings_entries():
+        if isinstance(entry, (tuple, list)) and len(entry) in (3, 4) and isinstance(entry[2], str):
+            if entry[2] not in names:
+                names.append(entry[2])
+    return tuple(names)
+
+
+def validate_processor_allowed(dotted: str) -> None:
+    """Raise SpecError when ``dotted`` is not in the processor allowlist (nothing imported)."""
+    if dotted not in processor_allowlist():
+        raise SpecError(
+            f"processor {dotted!r} is not in INOTIFIER_PROCESSORS (the processors this site allows)"
+        )
+
+
+# -- settings entries -------------------------------------------------------------
+
+
+def _settings_entries() -> list[Any]:
+    raw = app_settings.INOTIFIER_WATCH_PATHS
+    if raw is None:
+        return []
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+        return []
+    return list(raw)
+
+
+#: Keys the optional 4th item of a settings entry (a dict) may hold.
+SETTINGS_OPTIONS = ("recursive", "auto_add", "exclude", "event_log")
+
+
+def validate_settings_entry(index: int, entry: object, *, import_processor: bool = True) -> WatchSpec:
+    """Return the WatchSpec of one INOTIFIER_WATCH_PATHS entry; SpecError names what is wrong.
+
+    An entry is ``(path, mask, processor)``, optionally followed by a dict of
+    options (``recursive``, ``auto_add``, ``exclude``, ``event_log``).
+    """
+    where = f"INOTIFIER_WATCH_PATHS[{index}]"
+    if not isinstance(entry, (tuple, list)) or len(entry) not in (3, 4):
+        if isinstance(entry, (tuple, list)):
+            what = f"has {len(entry)} items"
+        else:
+            what = f"is a {type(entry).__name__}"
+        raise SpecError(f"{where} {what}; expected a (path, mask, processor) 3-tuple: {entry!r}")
+    path, mask, processor = entry[:3]
+    options = entry[3] if len(entry) == 4 else {}
+    try:
+        if not isinstance(options, dict):
+            raise SpecError(f"the 4th item must be a dict of options, not {type(options).__name__}")
+        unknown = sorted(set(options) - set(SETTINGS_OPTIONS))
+        if unknown:
+            raise SpecError(
+                f"unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(SETTINGS_OPTIONS)}"
+            )
+        norm = validate_path(path)
+        int_mask = validate_mask(mask)
+        if import_processor:
+            load_processor(processor)
+        elif not isinstance(processor, str):
+            raise SpecError(f"processor must be a dotted path string, not {processor!r}")
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    return WatchSpec(
+        key=f"settings:{index}",
+        path=norm,
+        mask=int_mask,
+        processor=str(processor),
+        recursive=bool(options.get("recursive", False)),
+        auto_add=bool(options.get("auto_add", False)),
+        excludes=parse_excludes(options.get("exclude")),
+        event_log=bool(options.get("event_log", True)),
+        label=norm,
+    )
+
+
+def settings_problems() -> tuple[list[str], list[WatchSpec]]:
+    """Return (errors, specs) for INOTIFIER_WATCH_PATHS; errors name each bad entry."""
+    raw = app_settings.INOTIFIER_WATCH_PATHS
+    if raw is None:
+        return [], []
+    if isinstance(raw, (str, bytes, dict)) or not isinstance(raw, Iterable):
+        return [
+            f"INOTIFIER_WATCH_PATHS must be a list or tuple of (path, mask, processor) "
+            f"tuples, not {type(raw).__name__}"
+        ], []
+    errors: list[str] = []
+    specs: list[WatchSpec] = []
+    for index, entry in enumerate(raw):
+        try:
+            specs.append(validate_settings_entry(index, entry))
+        except SpecError as exc:
+            errors.append(str(exc))
+    return errors, specs
+
+
+def settings_specs() -> Iterator[WatchSpec]:
+    """Yield the usable WatchSpecs from settings; a bad entry is yielded with ``error`` set."""
+    for index, entry in enumerate(_settings_entries()):
+        try:
+            yield validate_settings_entry(index, entry, import_processor=False)
+        except SpecError as exc:
+            label = entry[0] if isinstance(entry, (tuple, list)) and entry else repr(entry)
+            yield WatchSpec(
+                key=f"settings:{index}", path=str(label), mask=0, processor="",
+                label=str(label), error=str(exc),
+            )
+
+
+def row_spec(row: WatchPath) -> WatchSpec:
+    """Return the WatchSpec of a WatchPath row; checks that need no I/O set ``error``."""
+    base = {
+        "key": f"row:{row.pk}",
+        "path": row.path,
+        "mask": int(row.mask or 0),
+        "processor": row.processor,
+        "recursive": bool(row.recursive),
+        "auto_add": bool(row.auto_add),
+        "excludes": parse_excludes(row.exclude),
+        "event_log": bool(row.event_log),
+        "label": row.path,
+        "watch_id": row.pk,
+    }
+    try:
+        base["path"] = validate_path(row.path)
+        base["mask"] = validate_mask(int(row.mask or 0))
+        # Checked before anything is imported: an admin must not make the daemon
+        # import code the site did not allow.
+        validate_processor_allowed(row.processor)
+        validate_allowed_root(base["path"])
+    except SpecError as exc:
+        base["error"] = str(exc)
+    return WatchSpec(**base)
+
+
+def desired_specs(rows: Iterable[WatchPath]) -> dict[str, WatchSpec]:
+    """Return the desired set: settings entries plus the given rows, keyed by ``spec.key``."""
+    desired = {spec.key: spec for spec in settings_specs()}
+    for row in rows:
+        spec = row_spec(row)
+        desired[spec.key] = spec
+    return desired

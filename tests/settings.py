@@ -1,0 +1,76 @@
+"""Settings for the test suite and for daemons the tests start; read through django-environ."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+SECRET_KEY = env("SECRET_KEY", default="tests-only-not-secret")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "inotifier",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_sqlite_default = f"sqlite:///{os.environ.get('INOTIFIER_TEST_SQLITE', '/tmp/inotifier-tests.sqlite3')}"
+DATABASES = {"default": env.db("DATABASE_URL", default=_sqlite_default)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not memory: the daemon the tests start is another process.
+    DATABASES["default"]["TEST"] = {"NAME": DATABASES["default"]["NAME"]}
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INOTIFIER_WATCH_PATHS = env.json("INOTIFIER_WATCH_PATHS", default=[])
+INOTIFIER_PID_FILE = env("INOTIFIER_PID_FILE", default=None)
+INOTIFIER_DAEMON_STDOUT = env("INOTIFIER_DAEMON_STDOUT", default=None)
+INOTIFIER_DAEMON_STDERR = env("INOTIFIER_DAEMON_STDERR", default=None)
+INOTIFIER_POLL_INTERVAL = env.float("INOTIFIER_POLL_INTERVAL", default=2.0)
+INOTIFIER_RESYNC_INTERVAL = env.float("INOTIFIER_RESYNC_INTERVAL", default=300.0)
+INOTIFIER_HOSTNAME = env("INOTIFIER_HOSTNAME", default=None)
+INOTIFIER_EVENT_LOG = env.bool("INOTIFIER_EVENT_LOG", default=False)
+INOTIFIER_EVENT_LOG_BUFFER = env.int("INOTIFIER_EVENT_LOG_BUFFER", default=10_000)
+INOTIFIER_PROCESSORS = env.list("INOTIFIER_PROCESSORS", default=None)
+INOTIFIER_ALLOWED_ROOTS = env.list("INOTIFIER_ALLOWED_ROOTS", default=None)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"inotifier": {"handlers": ["stderr"], "level": "INFO"}},
+}
