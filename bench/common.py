@@ -57,6 +57,10 @@ class Channel:
         self._fd = fd
         self._lock = threading.Lock()
 
+    @property
+    def fd(self) -> int:
+        return self._fd
+
     def send(self, line: str) -> None:
         data = (line + "\n").encode()
         with self._lock:
@@ -95,6 +99,8 @@ class Recorder:
         self.t_last = 0
         self.latencies_ns: list[int] = []
         self.extras: dict[str, float] = {}
+        #: False for contenders that cannot see IN_Q_OVERFLOW (reported as n/a).
+        self.overflow_visible = True
         self._cycle = 0
         self._next_mark = 1
         self._seen: set[str] = set()
@@ -159,7 +165,7 @@ class Recorder:
     def report(self) -> dict[str, Any]:
         return {
             "received": self.count,
-            "overflows": self.overflows,
+            "overflows": self.overflows if self.overflow_visible else None,
             "reason": self.reason,
             "t_ready": self.t_ready,
             "t_first": self.t_first,
@@ -176,6 +182,9 @@ class StreamContext:
     The contender watches ``path`` for ``mask`` (non-recursively), calls
     ``ready()`` once the watch is in place, then handles events forever,
     reporting each to ``rec``.  It may return once ``rec.finished`` is true.
+    The consumer's monitor thread ends the process when ``rec.finished``
+    turns true, after ``idle_s`` without a new event, ``start_timeout_s``
+    after ``ready()`` without any, or ``hard_timeout_s`` after the start.
     """
 
     mode: str
@@ -185,6 +194,9 @@ class StreamContext:
     workdir: str
     options: dict[str, str]
     channel: Channel
+    idle_s: float
+    start_timeout_s: float
+    hard_timeout_s: float
     on_finish: list[Callable[[], None]] = field(default_factory=list)
 
     def ready(self, pid: int | None = None) -> None:

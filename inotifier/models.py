@@ -220,6 +220,15 @@ class DaemonStatus(models.Model):
     def __str__(self) -> str:
         return f"{self.host} (pid {self.pid})"
 
+    def is_alive(self) -> bool:
+        """Return True when the heartbeat is recent (three poll intervals, at least 30 s)."""
+        from django.utils import timezone
+
+        if not self.running or self.heartbeat is None:
+            return False
+        limit = max(30.0, 3 * float(app_settings.INOTIFIER_POLL_INTERVAL))
+        return (timezone.now() - self.heartbeat).total_seconds() < limit
+
 
 class WatchState(models.Model):
     """The state of one watch in the daemon of one host; written by the daemon only."""

@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: demo test test-sqlite test-postgres lint matrix bench browser-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test,lint,browser,bench]' nox
+	touch $@
+
+## Run the demo: venv, install, migrate SQLite, watched folder, daemon in the foreground, admin on :8000.
+demo:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q .
+	./scripts/demo $(PY)
+
+## Run the whole test suite: lint, types, SQLite, PostgreSQL, browser, version matrix edges.
+test: $(VENV)/.installed
+	./scripts/test $(PY)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check inotifier
+	$(VENV)/bin/mypy inotifier
+
+## Benchmarks against raw pyinotify, inotify_simple, watchdog and inotifywait (see bench/).
+bench: $(VENV)/.installed
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .nox .mypy_cache .ruff_cache .pytest_cache test-artifacts

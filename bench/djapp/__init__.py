@@ -1,0 +1,1 @@
+"""Minimal Django app of the benchmark: the table the ORM baselines write to."""

@@ -1,0 +1,14 @@
+"""``BenchEvent``: one row per inotify event, for the ORM baselines."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class BenchEvent(models.Model):
+    path = models.TextField()
+    mask = models.IntegerField()
+    created = models.DateTimeField()
+
+    class Meta:
+        app_label = "djapp"
