@@ -242,6 +242,7 @@ class SetupContext:
     dirs: int
     workdir: str
     options: dict[str, str]
+    channel: Channel
     t_begin: int = 0
     rss_begin_kb: int = 0
 

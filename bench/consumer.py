@@ -131,6 +131,7 @@ def run_setup(spec: dict[str, Any], channel: Channel) -> None:
         dirs=int(spec["dirs"]),
         workdir=spec["workdir"],
         options=spec.get("options", {}),
+        channel=channel,
     )
     rss_call = vm_rss_kb()
     t_call = time.monotonic_ns()

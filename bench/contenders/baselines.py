@@ -77,12 +77,15 @@ def _pyinotify_run(
     ctx: StreamContext,
     handle: Callable[[Any], None],
     after_read: Callable[[], None] | None = None,
+    on_sentinel: Callable[[], None] | None = None,
 ) -> None:
     """Run a pyinotify Notifier whose processor calls ``handle(event)`` for
-    each file event; ``after_read`` runs after each read+process round."""
+    each file event; ``after_read`` runs after each read+process round and
+    ``on_sentinel`` (default ``rec.sentinel``) on the end sentinel."""
     import pyinotify
 
     rec = ctx.rec
+    sentinel = on_sentinel or rec.sentinel
 
     class Processor(pyinotify.ProcessEvent):  # type: ignore[misc]
         def process_IN_Q_OVERFLOW(self, event: Any) -> None:
@@ -90,7 +93,7 @@ def _pyinotify_run(
 
         def process_default(self, event: Any) -> None:
             if event.mask & IN_ISDIR:
-                rec.sentinel()
+                sentinel()
             else:
                 handle(event)
 
@@ -149,7 +152,7 @@ def pyinotify_bulk(ctx: StreamContext) -> None:
     hit = rec.hit
     pending: list[Any] = []
     names: list[str] = []
-    sentinel_seen = False
+    ended = []
 
     def handle(event: Any) -> None:
         pending.append(BenchEvent(path=event.pathname, mask=event.mask, created=timezone.now()))
@@ -162,17 +165,11 @@ def pyinotify_bulk(ctx: StreamContext) -> None:
                 hit(name)
             pending.clear()
             names.clear()
-        if sentinel_seen:
+        if ended:
             rec.sentinel()
 
-    def sentinel() -> None:
-        # Defer the end until the rows of this read are stored.
-        nonlocal sentinel_seen
-        sentinel_seen = True
-
-    # The sentinel must not finish the run before flush(): intercept it.
-    real_sentinel, rec.sentinel = rec.sentinel, sentinel  # type: ignore[method-assign]
-    _pyinotify_run(ctx, handle, after_read=lambda: (flush(), sentinel_seen and real_sentinel()))
+    # The sentinel ends the run only once the rows before it are stored.
+    _pyinotify_run(ctx, handle, after_read=flush, on_sentinel=lambda: ended.append(True))
 
 
 @stream("pyinotify-orm", "pyinotify + ORM INSERT per event (SQLite)", cost="slow")

@@ -1,0 +1,257 @@
+"""The management commands as real subprocesses: start, stop, reload, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, Daemon, wait_for
+
+pytestmark = pytest.mark.daemon
+
+SIGNALER = "inotifier.event_processors.AllEventsSignaler"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_start_signals_and_stop(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE|IN_CLOSE_WRITE", SIGNALER]]
+    pid = daemon.start()
+    assert alive(pid)
+    assert daemon.pid_file.read_text().strip() == str(pid)
+    # Detached: a session of its own (no controlling terminal), not the command's.
+    assert os.getsid(pid) != os.getsid(0)
+    assert os.getsid(pid) != pid  # double fork: not a session leader, cannot regain a tty
+    (watch_dir / "hello.txt").write_text("hi")
+    daemon.record.wait_path(watch_dir / "hello.txt", "IN_CLOSE_WRITE")
+    names = [(n, m) for n, p, m in daemon.record.events() if p == str(watch_dir / "hello.txt")]
+    assert names == [("IN_CREATE", "IN_CREATE"), ("IN_CLOSE_WRITE", "IN_CLOSE_WRITE")]
+    result = daemon.stop()
+    assert result.returncode == 0, result.stderr
+    assert f"File monitoring stopped (pid {pid})" in result.stdout
+    wait_for(lambda: not alive(pid), 5)
+    assert not daemon.pid_file.exists()
+
+
+def test_output_is_appended_not_truncated(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.stderr_file.write_text("line from before\n")
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", "inotifier.event_processors.AllEventsPrinter"]]
+    daemon.start()
+    (watch_dir / "printed").touch()
+    wait_for(lambda: "printed" in daemon.stdout_file.read_text(), 10)
+    daemon.stop()
+    text = daemon.stderr_file.read_text()
+    assert text.startswith("line from before\n")
+    assert "inotifier daemon started" in text
+    assert f"IN_CREATE {str(watch_dir / 'printed')!r}" in daemon.stdout_file.read_text()
+
+
+def test_double_start_is_refused(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    pid = daemon.start()
+    result = daemon.manage("inotifier_start")
+    assert result.returncode != 0
+    assert f"already running (pid {pid})" in result.stderr
+    assert daemon.pid() == pid
+
+
+def test_stale_pid_file_after_kill_9(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    pid = daemon.start()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 5)
+    assert daemon.pid_file.exists()  # left behind
+    new_pid = daemon.start()
+    assert new_pid != pid
+    assert daemon.pid_file.read_text().strip() == str(new_pid)
+    (watch_dir / "after").touch()
+    daemon.record.wait_path(watch_dir / "after", "IN_CREATE")
+
+
+def test_stop_with_nothing_running(daemon: Daemon) -> None:
+    result = daemon.stop()
+    assert result.returncode == 1
+    assert "not running" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_stop_refuses_to_signal_a_stranger(daemon: Daemon) -> None:
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        daemon.pid_file.write_text(f"{stranger.pid}\n")
+        result = daemon.stop()
+        assert result.returncode == 1
+        assert "no process was signalled" in result.stderr
+        time.sleep(0.2)
+        assert stranger.poll() is None  # still alive
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_foreground_runs_attached_and_stops_on_sigterm(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    proc = daemon.start_foreground()
+    assert daemon.pid() == proc.pid
+    (watch_dir / "fg").touch()
+    daemon.record.wait_path(watch_dir / "fg", "IN_CREATE")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "inotifier daemon stopped" in err  # logs on stderr
+    assert not daemon.pid_file.exists()
+
+
+def test_sigint_stops_foreground_cleanly(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    proc = daemon.start_foreground()
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 2  # woken at once, not at the next poll
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (["relative/path", "IN_CREATE", SIGNALER], "INOTIFIER_WATCH_PATHS[0]: path 'relative/path' is not absolute"),
+        (["/tmp", "IN_NOPE", SIGNALER], "INOTIFIER_WATCH_PATHS[0]: unknown event name 'IN_NOPE'"),
+        (["/tmp", "IN_CREATE"], "INOTIFIER_WATCH_PATHS[0] has 2 items; expected a (path, mask, processor) 3-tuple"),
+        (["/tmp", "IN_CREATE", "no.such.module.Processor"], "INOTIFIER_WATCH_PATHS[0]: processor 'no.such.module.Processor' cannot be imported"),
+        (["/tmp", "IN_CREATE", "tests.testapp.receivers.NotAProcessor"], "is not a pyinotify.ProcessEvent subclass"),
+    ],
+)
+def test_start_refuses_malformed_settings(daemon: Daemon, entry: list[str], message: str) -> None:
+    daemon.watch_paths = [entry]
+    result = daemon.manage("inotifier_start")
+    assert result.returncode == 1
+    assert "CommandError" in result.stderr or "Invalid inotifier configuration" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert daemon.pid() is None
+
+
+def test_missing_path_is_a_warning_and_the_rest_is_watched(daemon: Daemon, watch_dir: Path) -> None:
+    missing = watch_dir / "not-yet"
+    daemon.watch_paths = [[str(missing), "IN_CREATE", SIGNALER], [str(watch_dir), "IN_CREATE", SIGNALER]]
+    result = daemon.manage("inotifier_start")
+    assert result.returncode == 0, result.stderr
+    assert "does not exist (yet)" in result.stderr
+    (watch_dir / "seen").touch()
+    daemon.record.wait_path(watch_dir / "seen", "IN_CREATE")
+    missing.mkdir()  # appears later: watched within the poll interval
+    time.sleep(1.2)
+    (missing / "inside").touch()
+    daemon.record.wait_path(missing / "inside", "IN_CREATE")
+
+
+def test_start_reports_the_daemons_own_error(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.pid_file.parent.mkdir(exist_ok=True)
+    bad_dir = watch_dir / "no-such-dir"
+    daemon.pid_file = bad_dir / "inotifier.pid"
+    result = daemon.manage("inotifier_start")
+    assert result.returncode == 1
+    assert "is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_raising_receiver_does_not_stop_the_daemon(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra["INOTIFIER_TEST_RAISE"] = "1"
+    pid = daemon.start()
+    (watch_dir / "boom1").touch()
+    (watch_dir / "fine").touch()
+    daemon.record.wait_path(watch_dir / "fine", "IN_CREATE")
+    wait_for(lambda: "receiver exploded on" in daemon.stderr_text(), 5)
+    assert "Traceback" in daemon.stderr_text()
+    assert alive(pid)
+
+
+def test_sighup_reconciles_without_restarting(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    pid = daemon.start()
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reconcile requested" in daemon.stderr_text(), 5)
+    assert daemon.pid() == pid
+    (watch_dir / "after-hup").touch()
+    daemon.record.wait_path(watch_dir / "after-hup", "IN_CREATE")
+
+
+def test_pid_file_symlink_is_refused(daemon: Daemon, watch_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    daemon.pid_file.symlink_to(target)
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    result = daemon.manage("inotifier_start")
+    assert result.returncode == 1
+    assert "symbolic link" in result.stderr
+    assert target.read_text() == "keep me"
+
+
+def test_two_simultaneous_starts_make_one_daemon(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    cmd = [sys.executable, "-m", "django", "inotifier_start"]
+    procs = [
+        subprocess.Popen(cmd, env=daemon.env(), cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    codes = sorted(r[2] for r in results)
+    assert codes == [0, 1], results
+    pid = daemon.pid()
+    assert pid is not None
+    daemons = [
+        p for p in os.listdir("/proc") if p.isdigit() and _is_test_daemon(int(p), daemon)
+    ]
+    assert daemons == [str(pid)]
+
+
+def _is_test_daemon(pid: int, daemon: Daemon) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read()
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().split(") ", 1)[1][0] == "Z":
+                return False
+    except OSError:
+        return False
+    return f"INOTIFIER_PID_FILE={daemon.pid_file}".encode() in env
+
+
+def test_status_exit_codes(daemon: Daemon, watch_dir: Path) -> None:
+    result = daemon.manage("inotifier_status")
+    assert result.returncode == 3
+    assert "not running" in result.stdout
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    pid = daemon.start()
+    result = daemon.manage("inotifier_status")
+    assert result.returncode == 0, result.stderr
+    assert f"pid {pid}" in result.stdout
+    assert str(watch_dir) in result.stdout
+    assert "ACTIVE" in result.stdout
+
+
+def test_settings_from_environment_json(daemon: Daemon, watch_dir: Path) -> None:
+    # tests/settings.py reads INOTIFIER_WATCH_PATHS through django-environ (env.json).
+    daemon.watch_paths = [[str(watch_dir), 256, SIGNALER]]  # an int mask: IN_CREATE
+    assert json.loads(daemon.env()["INOTIFIER_WATCH_PATHS"])[0][1] == 256
+    daemon.start()
+    (watch_dir / "int-mask").touch()
+    daemon.record.wait_path(watch_dir / "int-mask", "IN_CREATE")
