@@ -133,17 +133,17 @@ class Daemon:
             text=True,
         )
         self.foreground = proc
-        wait_for(lambda: self.pid() or proc.poll() is not None, 30)
+        # Ready once it has recorded itself as running: that is written after the
+        # first reconcile, when every watch is in place.
+        from inotifier.models import DaemonStatus
+
+        wait_for(
+            lambda: proc.poll() is not None
+            or DaemonStatus.objects.filter(pid=proc.pid, running=True).exists(),
+            30,
+        )
         assert proc.poll() is None, proc.communicate()
-        wait_for(lambda: "inotifier daemon started" in self.stderr_of_foreground_so_far(), 30)
         return proc
-
-    def stderr_of_foreground_so_far(self) -> str:
-        # The foreground daemon logs to stderr (a pipe); "started" is logged after
-        # the first reconcile, so peek by checking the status instead of reading the pipe.
-        from inotifier.daemon.pidfile import running_pid
-
-        return "inotifier daemon started" if running_pid(str(self.pid_file)) else ""
 
     def pid(self) -> int | None:
         from inotifier.daemon.pidfile import running_pid
@@ -187,3 +187,6 @@ def daemon(transactional_db: Any, tmp_path: Path, record: Record) -> Iterator[Da
     d = Daemon(tmp_path, record, database_url())
     yield d
     d.cleanup()
+    # Shown by pytest only when the test failed: the daemon's own account.
+    print("---- daemon stderr ----")
+    print(d.stderr_text())

@@ -48,12 +48,17 @@ TEMPLATES = [
     }
 ]
 
-_sqlite_default = f"sqlite:///{os.environ.get('INOTIFIER_TEST_SQLITE', '/tmp/inotifier-tests.sqlite3')}"
+# Per test run (pid), so parallel runs on one machine never share a test database;
+# daemons started by the tests get the test database's URL explicitly.
+_run = os.environ.get("INOTIFIER_TEST_RUN", str(os.getpid()))
+_sqlite_default = f"sqlite:////tmp/inotifier-tests-{_run}.sqlite3"
 DATABASES = {"default": env.db("DATABASE_URL", default=_sqlite_default)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory: the daemon the tests start is another process.
     DATABASES["default"]["TEST"] = {"NAME": DATABASES["default"]["NAME"]}
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_inotifier_{_run}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INOTIFIER_WATCH_PATHS = env.json("INOTIFIER_WATCH_PATHS", default=[])

@@ -136,7 +136,11 @@ def pyinotify_signal(ctx: StreamContext) -> None:
         hit(event.name)
 
     file_event.connect(receiver, weak=False)
-    _pyinotify_run(ctx, lambda event: file_event.send(sender=None, event=event))
+
+    def handle(event: Any) -> None:
+        file_event.send(sender=None, event=event)
+
+    _pyinotify_run(ctx, handle)
 
 
 @stream("pyinotify-bulk", "pyinotify + bulk_create per read (SQLite)", cost="db")
@@ -152,7 +156,7 @@ def pyinotify_bulk(ctx: StreamContext) -> None:
     hit = rec.hit
     pending: list[Any] = []
     names: list[str] = []
-    ended = []
+    ended: list[bool] = []
 
     def handle(event: Any) -> None:
         pending.append(BenchEvent(path=event.pathname, mask=event.mask, created=timezone.now()))

@@ -57,7 +57,9 @@ def project_signals(ctx: StreamContext) -> None:
     raise NotImplementedError(_TODO)
 
 
-@stream("project-log-sqlite", "django-inotifier, event log on (SQLite WAL)", cost="db", project=True)
+@stream(
+    "project-log-sqlite", "django-inotifier, event log on (SQLite WAL)", cost="db", project=True
+)
 def project_log_sqlite(ctx: StreamContext) -> None:
     """Target 3: as ``project`` with the event log on SQLite (WAL).
 
@@ -66,7 +68,9 @@ def project_log_sqlite(ctx: StreamContext) -> None:
     raise NotImplementedError(_TODO)
 
 
-@stream("project-log-postgres", "django-inotifier, event log on (PostgreSQL)", cost="db", project=True)
+@stream(
+    "project-log-postgres", "django-inotifier, event log on (PostgreSQL)", cost="db", project=True
+)
 def project_log_postgres(ctx: StreamContext) -> None:
     """Target 3: as ``project-log-sqlite`` on PostgreSQL (DSN from
     ``ctx.options``, e.g. ``--opt pg_dsn=...``)."""

@@ -12,3 +12,6 @@ class BenchEvent(models.Model):
 
     class Meta:
         app_label = "djapp"
+
+    def __str__(self) -> str:
+        return f"{self.mask:#x} {self.path}"

@@ -1,7 +1,8 @@
-"""The event log writer: a bounded buffer filled by the read loop, written in batches by a thread."""
+"""The event log: a bounded buffer filled by the read loop, written in batches by a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -9,93 +10,211 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.conf import settings
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    connections,
+    transaction,
+)
+from django.utils import timezone
 
 from ..conf import app_settings
 
 logger = logging.getLogger("inotifier.daemon.eventlog")
 
-#: Rows per INSERT statement / per transaction.
-BATCH_SIZE = 5000
-#: Rows deleted per DELETE when pruning, so no statement holds the table long.
-PRUNE_BATCH = 5000
+#: Rows per transaction (bulk_create splits them further when the backend needs it).
+BATCH_SIZE = 2000
+#: Rows deleted per DELETE when pruning, so no statement holds locks for long.
+PRUNE_BATCH = 1000
+#: Seconds between two retention passes of the daemon (the first one runs soon after start).
+PRUNE_INTERVAL = 60.0
+#: Seconds after start before the first retention pass.
+FIRST_PRUNE_DELAY = 1.0
+#: Longest stretch of pruning per writer cycle; an unfinished pass goes on next cycle,
+#: so a big backlog of old rows never keeps new rows waiting for long.
+PRUNE_BUDGET = 0.25
+#: Longest stretch of writing per cycle before drops are reported and pruning is considered.
+DRAIN_SLICE = 1.0
+#: Seconds between two warnings about dropped rows while rows keep being dropped.
+DROP_REPORT_INTERVAL = 5.0
+#: Seconds the writer keeps trying to write what is buffered when the daemon stops.
+#: Below the 10 s after which ``inotifier_stop`` sends SIGKILL.
+FINAL_FLUSH_SECONDS = 8.0
+#: Errors that mean "the database cannot be reached (or is not ready)": the rows wait.
+#: Any other error is blamed on the rows themselves (see ``EventLogWriter._store``).
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, ProgrammingError)
+
+Row = tuple[float, str, str, int, str, bool, "int | None", str]
 
 
-def prune_events(
-    max_age: float | None = None, max_rows: int | None = None, batch: int = PRUNE_BATCH
-) -> int:
-    """Delete EventLog rows older than ``max_age`` seconds and beyond ``max_rows``; return count.
+def prune_step(
+    max_age: float | None = None,
+    max_rows: int | None = None,
+    batch: int = PRUNE_BATCH,
+    deadline: float | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> tuple[int, bool]:
+    """Delete old EventLog rows, oldest first, ``batch`` rows per DELETE; return (deleted, done).
 
-    Deletes in batches of ``batch`` rows (each its own short transaction).
+    Rows older than ``max_age`` seconds go, then every row beyond the newest
+    ``max_rows`` (None: the settings; 0: no limit). Each DELETE is its own short
+    statement (no long lock). When ``deadline`` (a ``time.monotonic()`` value)
+    passes, stop after the current batch and return ``done=False``.
     """
     from ..models import EventLog
 
     if max_age is None:
-        max_age = float(app_settings.INOTIFIER_EVENT_LOG_MAX_AGE)
+        max_age = float(app_settings.INOTIFIER_EVENT_LOG_MAX_AGE or 0)
     if max_rows is None:
-        max_rows = int(app_settings.INOTIFIER_EVENT_LOG_MAX_ROWS)
+        max_rows = int(app_settings.INOTIFIER_EVENT_LOG_MAX_ROWS or 0)
+    batch = max(1, int(batch))
+    objects = EventLog.objects.using(using)
     deleted = 0
-    if max_age:
-        cutoff = datetime.now(UTC) - timedelta(seconds=max_age)
+
+    def delete_oldest(qs: Any) -> int:
+        ids = list(qs.order_by("timestamp", "id").values_list("pk", flat=True)[:batch])
+        if ids:
+            objects.filter(pk__in=ids).delete()
+        return len(ids)
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    if max_age and max_age > 0:
+        cutoff = timezone.now() - timedelta(seconds=max_age)
         while True:
-            ids = list(
-                EventLog.objects.filter(timestamp__lt=cutoff)
-                .order_by("timestamp")
-                .values_list("pk", flat=True)[:batch]
-            )
-            if not ids:
+            n = delete_oldest(objects.filter(timestamp__lt=cutoff))
+            deleted += n
+            if n < batch:
                 break
-            deleted += EventLog.objects.filter(pk__in=ids).delete()[0]
-    if max_rows:
-        # The newest max_rows rows stay; find the id of the oldest one kept.
-        keep_from = (
-            EventLog.objects.order_by("-timestamp", "-id")
-            .values_list("timestamp", "id")[max_rows - 1 : max_rows]
-            .first()
+            if out_of_time():
+                return deleted, False
+    if max_rows and max_rows > 0:
+        # The newest row beyond the first max_rows: it and everything older goes.
+        first_gone = list(
+            objects.order_by("-timestamp", "-id").values_list("timestamp", "id")[
+                max_rows : max_rows + 1
+            ]
         )
-        if keep_from is not None:
-            ts, pk = keep_from
-            older = EventLog.objects.filter(timestamp__lt=ts) | EventLog.objects.filter(
-                timestamp=ts, id__lt=pk
-            )
+        if first_gone:
+            ts, pk = first_gone[0]
+            older = objects.filter(timestamp__lte=ts).exclude(timestamp=ts, id__gt=pk)
             while True:
-                ids = list(older.order_by("timestamp", "id").values_list("pk", flat=True)[:batch])
-                if not ids:
+                n = delete_oldest(older)
+                deleted += n
+                if n < batch:
                     break
-                deleted += EventLog.objects.filter(pk__in=ids).delete()[0]
-    return deleted
+                if out_of_time():
+                    return deleted, False
+    return deleted, True
+
+
+def prune_events(
+    max_age: float | None = None,
+    max_rows: int | None = None,
+    batch: int = PRUNE_BATCH,
+    using: str = DEFAULT_DB_ALIAS,
+) -> int:
+    """Delete EventLog rows older than ``max_age`` s and beyond ``max_rows``; return the count.
+
+    None means the setting (INOTIFIER_EVENT_LOG_MAX_AGE / _MAX_ROWS), 0 no limit.
+    Deletes in batches of ``batch`` rows, each its own short statement.
+    """
+    return prune_step(max_age, max_rows, batch, None, using)[0]
+
+
+def _escape_pair(pathname: str, src: str) -> tuple[str, str, bool]:
+    """Return (pathname, src_pathname, escaped) as stored: both escaped or neither.
+
+    ``EventLog.escaped`` covers both columns, so when one name needs escaping
+    the other is escaped too (for valid UTF-8 that only doubles backslashes).
+    """
+    from ..models import escape_path
+
+    path_text, path_escaped = escape_path(pathname)
+    src_text, src_escaped = escape_path(src) if src else ("", False)
+    if path_escaped != src_escaped and src:
+        if not path_escaped:
+            path_text = pathname.replace("\\", "\\\\")
+        else:
+            src_text = src.replace("\\", "\\\\")
+    return path_text, src_text, path_escaped or src_escaped
 
 
 class EventLogWriter(threading.Thread):
     """Buffer EventLog rows and write them with bulk_create, off the read loop.
 
-    ``offer`` is called from the read loop and never touches the database. When
-    ``capacity`` rows wait, further rows are dropped and counted. The thread
-    flushes every ``interval`` seconds; a DatabaseError keeps the rows and
-    retries with backoff, logged once per outage.
+    ``offer`` is called by the read loop and never touches the database: it
+    appends a tuple to a deque. At most ``capacity`` rows wait (rows being
+    written count as waiting); beyond that new rows are dropped and counted in
+    ``dropped``. The thread writes what waits every ``interval`` seconds (sooner
+    when the buffer is half full), one transaction per batch of up to
+    BATCH_SIZE rows. An unreachable database keeps the rows and retries with
+    backoff; rows the database rejects are isolated, logged and counted in
+    ``rejected``, so one bad row cannot hold the others back. The thread also
+    enforces the retention settings, a little at a time. ``stop`` writes what
+    is buffered before returning.
+
+    Counters are each written by one thread only (``accepted``, ``dropped`` by
+    the read loop; ``finished``, ``written``, ``rejected``, ``lost`` by the
+    writer), so no lock is needed on the hot path.
     """
 
-    def __init__(self, host: str, capacity: int | None = None, interval: float | None = None):
+    def __init__(
+        self,
+        host: str,
+        capacity: int | None = None,
+        interval: float | None = None,
+        *,
+        prune: bool = True,
+        using: str = DEFAULT_DB_ALIAS,
+    ) -> None:
         super().__init__(name="inotifier-eventlog", daemon=True)
-        self.host = host
-        self.capacity = int(capacity or app_settings.INOTIFIER_EVENT_LOG_BUFFER)
+        self.host = host[:255]
+        self.capacity = max(1, int(capacity or app_settings.INOTIFIER_EVENT_LOG_BUFFER))
         self.interval = float(interval or app_settings.INOTIFIER_EVENT_LOG_FLUSH_INTERVAL)
-        self.rows: deque[tuple[Any, ...]] = deque()
-        self.dropped = 0
+        self.prune = prune
+        self.using = using
+        self.rows: deque[Row] = deque()
+        self.accepted = 0  # rows taken by offer (read loop)
+        self.dropped = 0  # rows refused by offer because the buffer was full (read loop)
+        self.finished = 0  # rows written, rejected or lost (writer)
         self.written = 0
-        self._dropped_reported = 0
+        self.rejected = 0
+        self.lost = 0
+        self.pruned = 0
+        self._wake_at = max(1, self.capacity // 2)
+        self._wake = threading.Event()
         self._stop_event = threading.Event()
         self._flushed = threading.Event()
         self._outage_since: float | None = None
-        self._next_prune = time.monotonic() + 5.0
+        self._next_prune = time.monotonic() + FIRST_PRUNE_DELAY
+        self._prune_running = 0
+        self._dropped_reported = 0
+        self._next_drop_report = 0.0
 
-    # -- read-loop side -----------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Return the number of rows accepted and not yet written (or given up)."""
+        return self.accepted - self.finished
+
+    # -- read-loop side -------------------------------------------------------------
 
     def offer(self, now: float, event: Any, watch: Any) -> None:
-        """Queue one row (called for every logged event; must stay cheap)."""
-        if len(self.rows) >= self.capacity:
+        """Queue one row for ``event`` seen at ``now`` (a time.time() value) through ``watch``.
+
+        Called by the read loop for every logged event: no database, no lock.
+        """
+        pending = self.accepted - self.finished
+        if pending >= self.capacity:
             self.dropped += 1
             return
+        self.accepted += 1
+        spec = watch.spec
         self.rows.append(
             (
                 now,
@@ -104,22 +223,50 @@ class EventLogWriter(threading.Thread):
                 event.mask,
                 event.maskname,
                 event.dir,
-                watch.spec.watch_id,
-                watch.spec.label,
+                spec.watch_id,
+                spec.label,
             )
         )
+        if pending + 1 == self._wake_at:
+            self._wake.set()  # half full: write now rather than at the next tick
 
     # -- writer thread ----------------------------------------------------------------
 
     def run(self) -> None:
+        """Write, report and prune until stopped, then write what is left."""
+        last = time.monotonic()
         try:
             while not self._stop_event.is_set():
-                self._stop_event.wait(self.interval if self._outage_since is None else self._backoff())
-                self._cycle()
-            self._drain(deadline=time.monotonic() + 30.0)
+                if self._outage_since is None:
+                    timeout = self.interval - (time.monotonic() - last)
+                else:
+                    timeout = self._backoff()
+                if timeout > 0:
+                    self._wake.wait(timeout)
+                self._wake.clear()
+                last = time.monotonic()
+                try:
+                    self._cycle()
+                except Exception:
+                    # Never die: a dead writer would silently turn into drops.
+                    logger.exception("event log: unexpected error in the writer; going on")
+                    self._stop_event.wait(1.0)
+            self._final_flush()
+        except Exception:
+            logger.exception("event log: unexpected error while stopping the writer")
         finally:
-            connections.close_all()
+            with contextlib.suppress(Exception):
+                connections.close_all()
             self._flushed.set()
+
+    def _refresh_connection(self) -> None:
+        """Drop this thread's connection when broken or too old (never inside an atomic block).
+
+        A test may call ``flush`` from its own thread, inside the test's transaction.
+        """
+        connection = connections[self.using]
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
     def _backoff(self) -> float:
         assert self._outage_since is not None
@@ -127,83 +274,180 @@ class EventLogWriter(threading.Thread):
 
     def _cycle(self) -> None:
         self._report_drops()
-        self._drain(deadline=time.monotonic() + 1.0)
-        if self._outage_since is None and time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + 60.0
-            try:
-                close_old_connections()
-                pruned = prune_events()
-                if pruned:
-                    logger.info("event log: pruned %d old rows", pruned)
-            except DatabaseError as exc:
-                logger.warning("event log: pruning failed: %s", exc)
+        self.flush(deadline=time.monotonic() + DRAIN_SLICE)
+        if self.prune and self._outage_since is None and time.monotonic() >= self._next_prune:
+            self._prune()
 
-    def _report_drops(self) -> None:
-        if self.dropped != self._dropped_reported:
-            logger.warning(
-                "event log buffer full (%d rows): %d rows dropped so far "
-                "(raise INOTIFIER_EVENT_LOG_BUFFER or check the database)",
-                self.capacity, self.dropped,
-            )
-            self._dropped_reported = self.dropped
-
-    def _drain(self, deadline: float) -> None:
-        while self.rows and time.monotonic() < deadline:
-            batch = [self.rows.popleft() for _ in range(min(BATCH_SIZE, len(self.rows)))]
-            if not self._write(batch):
-                # Put them back, in order, at the front: nothing accepted is lost.
-                self.rows.extendleft(reversed(batch))
-                return
-
-    def _write(self, batch: list[tuple[Any, ...]]) -> bool:
-        from ..models import EventLog, escape_path
-
-        objs = []
-        host = self.host
-        for ts, pathname, src, mask, maskname, is_dir, watch_id, label in batch:
-            path_text, escaped = escape_path(pathname)
-            src_text, src_escaped = escape_path(src) if src else ("", False)
-            objs.append(
-                EventLog(
-                    timestamp=datetime.fromtimestamp(ts, UTC),
-                    pathname=path_text,
-                    src_pathname=src_text,
-                    escaped=escaped or src_escaped,
-                    mask=mask,
-                    maskname=maskname[:64],
-                    is_dir=is_dir,
-                    watch_id=watch_id,
-                    watch_label=label[:4096],
-                    host=host,
-                )
-            )
+    def _prune(self) -> None:
+        now = time.monotonic()
+        self._next_prune = now + PRUNE_INTERVAL
         try:
-            close_old_connections()
-            with transaction.atomic():
-                EventLog.objects.bulk_create(objs, batch_size=BATCH_SIZE)
+            self._refresh_connection()
+            deleted, done = prune_step(deadline=now + PRUNE_BUDGET, using=self.using)
         except DatabaseError as exc:
+            logger.warning("event log: pruning failed, retried in %.0f s: %s", PRUNE_INTERVAL, exc)
+            return
+        self.pruned += deleted
+        self._prune_running += deleted
+        if not done:
+            self._next_prune = now  # go on at the next cycle, after the new rows
+        elif self._prune_running:
+            logger.info("event log: pruned %d old rows", self._prune_running)
+            self._prune_running = 0
+
+    def _report_drops(self, force: bool = False) -> None:
+        dropped = self.dropped
+        now = time.monotonic()
+        if dropped != self._dropped_reported and (force or now >= self._next_drop_report):
+            logger.warning(
+                "event log buffer full (INOTIFIER_EVENT_LOG_BUFFER = %d rows): %d rows dropped"
+                " (%d in total); raise the setting or check the database",
+                self.capacity,
+                dropped - self._dropped_reported,
+                dropped,
+            )
+            self._dropped_reported = dropped
+            self._next_drop_report = now + DROP_REPORT_INTERVAL
+
+    def flush(self, deadline: float | None = None) -> bool:
+        """Write the buffered rows until none is left or ``deadline`` passes; True when empty.
+
+        Returns False at once when the database is unavailable (the rows stay).
+        The writer thread calls it; tests may call it directly on a writer that
+        was never started.
+        """
+        rows = self.rows
+        while rows:
+            n = min(BATCH_SIZE, len(rows))
+            batch = [rows.popleft() for _ in range(n)]
+            leftover = self._store(batch)
+            if leftover:
+                # Back at the front, in order: nothing accepted is lost.
+                rows.extendleft(reversed(leftover))
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return not rows
+        return True
+
+    def _final_flush(self) -> None:
+        deadline = time.monotonic() + FINAL_FLUSH_SECONDS
+        while not self.flush(deadline) and time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        left = len(self.rows)
+        if left:
+            self.rows.clear()
+            self.lost += left
+            self.finished += left
+            logger.error(
+                "event log: %d buffered rows could not be written before exit "
+                "(database unavailable for %.0f s)",
+                left,
+                FINAL_FLUSH_SECONDS,
+            )
+        self._report_drops(force=True)
+
+    def _store(self, batch: list[Row]) -> list[Row]:
+        """Write ``batch``; return the rows still to write (non-empty only on an outage).
+
+        When the database rejects the batch for another reason, write halves of
+        it until the offending rows are alone; those are logged and counted.
+        """
+        todo = [batch]
+        while todo:
+            chunk = todo.pop()
+            error = self._write(chunk)
+            if error is None:
+                continue
+            if isinstance(error, OUTAGE_ERRORS):
+                return [row for part in (*todo, chunk) for row in part]
+            if len(chunk) == 1:
+                self._reject(chunk[0], error)
+            else:
+                mid = len(chunk) // 2
+                todo.append(chunk[mid:])
+                todo.append(chunk[:mid])
+        return []
+
+    def _reject(self, row: Row, error: BaseException) -> None:
+        self.rejected += 1
+        self.finished += 1
+        logger.error(
+            "event log: row rejected by the database and dropped (%s: %s): %s %r",
+            type(error).__name__,
+            error,
+            row[4],
+            row[1],
+        )
+
+    def _write(self, batch: list[Row]) -> BaseException | None:
+        """Insert ``batch`` in one transaction; return the error, None when written."""
+        from ..models import EventLog
+
+        try:
+            use_tz = settings.USE_TZ
+            host = self.host
+            objs = []
+            for ts, pathname, src, mask, maskname, is_dir, watch_id, label in batch:
+                path_text, src_text, escaped = _escape_pair(pathname, src)
+                objs.append(
+                    EventLog(
+                        timestamp=(
+                            datetime.fromtimestamp(ts, UTC)
+                            if use_tz
+                            else datetime.fromtimestamp(ts)
+                        ),
+                        pathname=path_text,
+                        src_pathname=src_text,
+                        escaped=escaped,
+                        mask=mask,
+                        maskname=maskname[:64],
+                        is_dir=bool(is_dir),
+                        watch_id=watch_id,
+                        watch_label=_escape_pair(label, "")[0][:4096],
+                        host=host,
+                    )
+                )
+        except Exception as exc:  # a row we cannot even build
+            return exc
+        try:
+            self._refresh_connection()
+            with transaction.atomic(using=self.using):
+                EventLog.objects.using(self.using).bulk_create(objs, batch_size=BATCH_SIZE)
+        except OUTAGE_ERRORS as exc:
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
                 logger.warning(
                     "event log: database unavailable (%s); %d rows wait and are retried",
-                    exc, len(self.rows) + len(batch),
+                    str(exc).strip(),
+                    self.pending,
                 )
-            try:
-                connections.close_all()
-            except DatabaseError:
-                pass
-            return False
+            with contextlib.suppress(Exception):
+                connections[self.using].close()
+            return exc
+        except Exception as exc:
+            return exc
         if self._outage_since is not None:
             logger.warning(
-                "event log: database back after %.1f s", time.monotonic() - self._outage_since
+                "event log: database back after %.1f s; writing %d waiting rows",
+                time.monotonic() - self._outage_since,
+                self.pending,
             )
             self._outage_since = None
         self.written += len(objs)
-        return True
+        self.finished += len(objs)
+        return None
 
-    def stop(self, timeout: float = 35.0) -> None:
-        """Flush what is buffered (up to 30 s) and stop the thread."""
+    def stop(self, timeout: float = FINAL_FLUSH_SECONDS + 2.0) -> None:
+        """Write what is buffered (retrying up to FINAL_FLUSH_SECONDS) and stop the thread."""
         self._stop_event.set()
+        self._wake.set()
         if self.is_alive():
-            self._flushed.wait(timeout)
-        self._report_drops()
+            if not self._flushed.wait(timeout):
+                logger.error(
+                    "event log: the writer did not finish within %.0f s; %d rows not written",
+                    timeout,
+                    self.pending,
+                )
+        elif self.rows:
+            # Never started (or already gone): write from this thread.
+            self._final_flush()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connection, connections
 
 from .. import signals as inotifier_signals
 from ..conf import app_settings
@@ -24,6 +24,16 @@ from .inotify import HEADER_SIZE, Inotify, Reader, parse, read_sysctl
 from .watches import ACTIVE, MISSING, ActiveWatch, WatchTable, make_event
 
 logger = logging.getLogger("inotifier.daemon")
+
+
+def refresh_connection() -> None:
+    """Drop a database connection that is broken or too old before a unit of work.
+
+    Skipped inside an atomic block (a test driving the daemon in-process), where
+    closing would break the enclosing transaction.
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 #: Longest stretch of event processing before the loop looks at signals and timers.
 SLICE_SECONDS = 0.02
@@ -303,7 +313,7 @@ class Daemon:
         from ..models import WatchPath
 
         try:
-            close_old_connections()
+            refresh_connection()
             rows = list(WatchPath.objects.enabled_for_host(self.hostname))
         except DatabaseError as exc:
             self._db_failed(exc)
@@ -376,7 +386,7 @@ class Daemon:
         from ..models import ConfigVersion
 
         try:
-            close_old_connections()
+            refresh_connection()
             version = ConfigVersion.current()
         except DatabaseError as exc:
             self._db_failed(exc)
@@ -434,7 +444,7 @@ class Daemon:
 
         dirty = [w for w in self.watches.values() if w.dirty or force]
         try:
-            close_old_connections()
+            refresh_connection()
             now = datetime.now(UTC)
             reader = self.reader
             DaemonStatus.objects.update_or_create(

@@ -76,3 +76,12 @@ NOT_A_CLASS = 42
 
 class NotAProcessor:
     pass
+
+
+class ListProcessor(pyinotify.ProcessEvent):
+    """Keep events in a class-level list (for daemons driven in the test process)."""
+
+    seen: list[Any] = []
+
+    def process_default(self, event: Any) -> None:
+        ListProcessor.seen.append(event)
