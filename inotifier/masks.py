@@ -80,7 +80,9 @@ def parse_mask(value: object) -> int:
         raise MaskError(
             f"mask must be an int or a string of event names, not {type(value).__name__}"
         )
-    if mask < 0 or mask & ~VALID_BITS:
+    if mask < 0:
+        raise MaskError(f"mask {mask} is negative")
+    if mask & ~VALID_BITS:
         raise MaskError(f"mask {mask:#x} has bits outside the inotify events ({mask & ~VALID_BITS:#x})")
     if not mask & EVENT_BITS:
         raise MaskError("mask names no event (it is 0)")
