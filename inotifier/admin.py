@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -36,7 +37,7 @@ def states_html(states: list[WatchState], show_host: bool) -> str:
         return format_html('<span class="inotifier-state-unknown" title="{}">{}</span>',
                            _("No daemon has reported this watch yet."), _("pending"))
     return format_html_join(
-        format_html("<br>"), "{}",
+        mark_safe("<br>"), "{}",
         ((state_badge(s.state, s.message, s.host if show_host else ""),) for s in states),
     )
 
@@ -112,7 +113,7 @@ class WatchPathAdmin(admin.ModelAdmin):
         if not states:
             return str(_("No daemon has reported this watch yet."))
         return format_html_join(
-            format_html("<br>"), "{} {} {}",
+            mark_safe("<br>"), "{} {} {}",
             (
                 (
                     state_badge(s.state, "", s.host),
