@@ -6,8 +6,9 @@ database named by ``DATABASE_URL`` when it is set (e.g. PostgreSQL)::
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/test nox -s "tests-3.13(django='6.1')"
 
-Arguments after ``--`` go to pytest. Interpreters are taken from PATH, else from
-pyenv's ``versions/`` (its shims fail for versions that are not the global one).
+Arguments after ``--`` go to pytest (``-- -m "not browser"`` leaves the browser test out).
+Interpreters are taken from PATH, else from pyenv's ``versions/`` (its shims fail for
+versions that are not the global one).
 """
 
 from __future__ import annotations
@@ -78,7 +79,13 @@ def _django_requirement(feature: str) -> str:
 
 def _make_tests(python: str) -> Callable[[nox.Session, str], None]:
     def tests(session: nox.Session, django: str) -> None:
-        session.install("-e", ".[test]", _django_requirement(django))
+        # Playwright's Python package only: the browser test drives Debian's Chromium.
+        session.install(
+            "-e",
+            ".[test,browser]",
+            _django_requirement(django),
+            env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
+        )
         session.run(
             "python",
             "-c",
@@ -88,18 +95,7 @@ def _make_tests(python: str) -> Callable[[nox.Session, str], None]:
         if not os.environ.get("DATABASE_URL"):
             # A file of this session's own: sessions never share a test database.
             env["DATABASE_URL"] = f"sqlite:///{os.path.abspath(session.create_tmp())}/tests.sqlite3"
-        # The browser test runs in the main suite; pytest takes the last -m given.
-        session.run(
-            "python",
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-m",
-            "not browser",
-            *session.posargs,
-            env=env,
-        )
+        session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)
 
     tests.__doc__ = f"Run the tests on Python {python} with the Django release named."
     return tests

@@ -48,11 +48,18 @@ def browser_page(request: pytest.FixtureRequest) -> Iterator[Any]:
         if wanted == "1":
             pytest.fail(f"INOTIFIER_TEST_BROWSER=1 but {missing}")
         pytest.skip(missing)
+    from django.conf import settings
+
+    if not settings.STATIC_URL:
+        pytest.fail(
+            "the test settings have no STATIC_URL: the live server fails every request "
+            "(add django.contrib.staticfiles and STATIC_URL to tests/settings.py)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+        context = browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-US")
         context.set_default_timeout(15_000)
         page = context.new_page()
         try:

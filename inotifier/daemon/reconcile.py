@@ -73,6 +73,7 @@ def apply(daemon: Daemon, plan: Plan) -> None:
     active: dict[str, ActiveWatch] = daemon.watches
     for key in plan.remove:
         watch = active.pop(key)
+        daemon.drop_queue(watch)
         try:
             watch.stop(daemon.table)
         except Exception:
@@ -89,6 +90,7 @@ def apply(daemon: Daemon, plan: Plan) -> None:
                 new = daemon.make_watch(spec)
                 new.start(daemon.table)
                 old.stop(daemon.table)
+                daemon.transfer_queue(old, new)
                 new.events, new.errors, new.last_event = old.events, old.errors, old.last_event
                 active[spec.key] = new
             else:

@@ -8,6 +8,7 @@ import selectors
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,11 @@ def refresh_connection() -> None:
 
 #: Longest stretch of event processing before the loop looks at signals and timers.
 SLICE_SECONDS = 0.02
+#: Longest turn one watch gets before the next watch with events is served.
+TURN_SECONDS = 0.005
+#: Raw chunks are parsed only while fewer events than this wait in the watch queues,
+#: so memory stays bounded by the reader's byte limit.
+ROUTE_LOW_WATER = 20_000
 
 
 class Daemon:
@@ -66,6 +72,8 @@ class Daemon:
         self.watches: dict[str, ActiveWatch] = {}
         self.processor_errors: dict[str, str] = {}
         self.pending_dir_moves: set[ActiveWatch] = set()
+        self._ready: deque[ActiveWatch] = deque()  # watches with queued events, in turn order
+        self._queued = 0
         self.event_log: EventLogWriter | None = None
         self.started = datetime.now(UTC)
         self.pid = os.getpid()
@@ -199,7 +207,7 @@ class Daemon:
         if timeout is None:
             timeout = max(0.0, min(self._next_poll, self._next_missing) - now)
         assert self.reader is not None
-        if not self.reader.chunks and not self._hup and not self.stopping:
+        if not self.reader.chunks and not self._ready and not self._hup and not self.stopping:
             for _key, _mask in self.selector.select(timeout):
                 pass
         try:
@@ -213,7 +221,7 @@ class Daemon:
             self.reconcile(force=True)
         self.process_events(deadline=time.monotonic() + SLICE_SECONDS)
         now = time.monotonic()
-        if self.pending_dir_moves and not self.reader.chunks:
+        if self.pending_dir_moves and not self.reader.chunks and not self._ready:
             for watch in self.pending_dir_moves:
                 watch.settle_dir_moves(self.table)
             self.pending_dir_moves.clear()
@@ -225,31 +233,93 @@ class Daemon:
             self.poll()
 
     def process_events(self, deadline: float) -> int:
-        """Process buffered events until the buffer is empty or ``deadline`` passes."""
+        """Process buffered events until there are none or ``deadline`` passes; return how many.
+
+        Raw chunks are routed into one queue per watch, and the watches with
+        events take turns (at most TURN_SECONDS each), so a slow processor
+        delays its own watch, not the others. Order within a watch is kept.
+        """
         reader = self.reader
         if reader is None:
             return 0
-        nodes = self.table.nodes
-        table = self.table
         count = 0
         while True:
-            chunk = reader.take()
-            if chunk is None:
+            chunk = reader.take() if self._queued < ROUTE_LOW_WATER else None
+            if chunk is not None:
+                self._route(chunk)
+            elif not self._ready:
                 break
-            for wd, mask, cookie, name in parse(chunk):
-                count += 1
-                node = nodes.get(wd)
-                if node is None:
-                    if mask & IN_Q_OVERFLOW:
-                        self.on_overflow()
-                    continue
-                for watch, path in list(node.owners.items()):
-                    watch.handle(table, wd, path, mask, cookie, name)
-                if mask & IN_IGNORED:
-                    table.forget(wd)
+            if self._ready:
+                count += self._run_turns(deadline)
             if time.monotonic() >= deadline:
                 break
         return count
+
+    def _route(self, chunk: bytes) -> None:
+        nodes = self.table.nodes
+        ready = self._ready
+        queued = 0
+        for wd, mask, cookie, name in parse(chunk):
+            node = nodes.get(wd)
+            if node is None:
+                if mask & IN_Q_OVERFLOW:
+                    self.on_overflow()
+                continue
+            for watch, path in node.owners.items():
+                queue = watch.queue
+                if not queue:
+                    ready.append(watch)
+                queue.append((wd, path, mask, cookie, name))
+                queued += 1
+            if mask & IN_IGNORED:
+                # The kernel dropped this wd (directory deleted or unmounted).
+                self.table.forget(wd)
+        self._queued += queued
+
+    def _run_turns(self, deadline: float) -> int:
+        ready = self._ready
+        table = self.table
+        monotonic = time.monotonic
+        handled_total = 0
+        for _ in range(len(ready)):
+            if not ready:
+                break
+            watch = ready.popleft()
+            queue = watch.queue
+            handle = watch.handle
+            turn_end = min(deadline, monotonic() + TURN_SECONDS)
+            handled = 0
+            while queue:
+                wd, path, mask, cookie, name = queue.popleft()
+                handle(table, wd, path, mask, cookie, name)
+                handled += 1
+                if monotonic() >= turn_end:
+                    break
+            handled_total += handled
+            if queue:
+                ready.append(watch)
+        self._queued -= handled_total
+        return handled_total
+
+    def drop_queue(self, watch: ActiveWatch) -> None:
+        """Forget the queued events of a watch that is removed."""
+        self._queued -= len(watch.queue)
+        watch.queue.clear()
+        if watch in self._ready:
+            self._ready.remove(watch)
+
+    def transfer_queue(self, old: ActiveWatch, new: ActiveWatch) -> None:
+        """Hand the queued events of a rebuilt watch to its replacement (nothing is lost)."""
+        if not old.queue:
+            return
+        new.queue.extend(old.queue)
+        old.queue.clear()
+        for i, watch in enumerate(self._ready):
+            if watch is old:
+                self._ready[i] = new
+                break
+        else:
+            self._ready.append(new)
 
     def on_overflow(self) -> None:
         """The kernel queue overflowed: say so loudly, tell receivers, rescan the trees."""

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +200,7 @@ class ActiveWatch:
         self.processor = processor
         self.daemon = daemon
         self.paths: dict[str, int] = {}  # path -> wd, for every kernel watch it holds
+        self.queue: deque[tuple[int, str, int, int, str]] = deque()  # routed, not yet handled
         self.state = ERROR if spec.error else MISSING
         self.message = spec.error
         self.events = 0

@@ -1,0 +1,559 @@
+"""The event log: batched writes off the read loop, flush on stop, outages, retention, opt-out."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import signal
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from inotifier.daemon import eventlog as eventlog_mod
+from inotifier.daemon.eventlog import EventLogWriter, prune_events, prune_step
+from inotifier.daemon.runner import Daemon as InProcessDaemon
+from inotifier.daemon.watches import InotifierEvent
+from inotifier.masks import BITS
+from inotifier.models import DaemonStatus, EventLog, WatchPath, escape_path, unescape_path
+from inotifier.specs import WatchSpec
+from tests.testapp.receivers import ListProcessor
+
+from .conftest import Daemon, database_url, wait_for
+from .pgproxy import TcpProxy
+
+SIGNALER = "inotifier.event_processors.AllEventsSignaler"
+RAISING = "tests.testapp.receivers.RaisingProcessor"
+LIST = "tests.testapp.receivers.ListProcessor"
+IN_CREATE = BITS["IN_CREATE"]
+IN_ISDIR = BITS["IN_ISDIR"]
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+class FakeWatch:
+    """What ``EventLogWriter.offer`` reads of an ActiveWatch."""
+
+    def __init__(self, label: str = "/watched", watch_id: int | None = None) -> None:
+        self.spec = WatchSpec(
+            key="settings:0",
+            path=label,
+            mask=IN_CREATE,
+            processor=SIGNALER,
+            label=label,
+            watch_id=watch_id,
+        )
+
+
+def fake_event(pathname: str, mask: int = IN_CREATE, maskname: Any = "IN_CREATE") -> Any:
+    return InotifierEvent(
+        pathname=pathname, mask=mask, maskname=maskname, dir=bool(mask & IN_ISDIR)
+    )
+
+
+def make_rows(n: int, start: Any, step: timedelta, **fields: Any) -> list[EventLog]:
+    """Create ``n`` EventLog rows, the first at ``start``, ``step`` apart."""
+    rows = [
+        EventLog(
+            timestamp=start + i * step,
+            pathname=f"/srv/f{i}",
+            mask=IN_CREATE,
+            maskname="IN_CREATE",
+            host="h",
+            **fields,
+        )
+        for i in range(n)
+    ]
+    return EventLog.objects.bulk_create(rows)
+
+
+def logged_paths() -> set[str]:
+    return set(EventLog.objects.values_list("pathname", flat=True))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ", 1)[1][0] != "Z"
+
+
+# -- escaping ----------------------------------------------------------------------------
+
+
+def test_escape_path_round_trips_any_bytes() -> None:
+    rng = random.Random(4)
+    names = [
+        b"plain.txt",
+        b"caf\xc3\xa9",
+        b"caf\xe9",
+        b"back\\slash",
+        b"\\xff literal",
+        b"\xff\\x41",
+    ]
+    alphabet = b"ab\\x0f\xc3\xa9\xe9\xff\x80/ "
+    names += [bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(2000)]
+    for raw in names:
+        text, escaped = escape_path(os.fsdecode(raw))
+        text.encode("utf-8")  # storable in any database
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            assert escaped
+            assert unescape_path(text) == raw
+        else:
+            assert not escaped
+            assert text == raw.decode("utf-8")
+
+
+def test_both_paths_escaped_when_one_needs_it(transactional_db: Any) -> None:
+    writer = EventLogWriter("h", capacity=10, interval=1, prune=False)
+    moved = fake_event("/w/back\\slash \\x41", mask=BITS["IN_MOVED_TO"], maskname="IN_MOVED_TO")
+    moved.src_pathname = os.fsdecode(b"/w/caf\xe9")
+    writer.offer(time.time(), moved, FakeWatch())
+    assert writer.flush()
+    row = EventLog.objects.get()
+    assert row.escaped
+    assert row.raw_pathname() == b"/w/back\\slash \\x41"
+    assert unescape_path(row.src_pathname) == b"/w/caf\xe9"
+
+
+# -- the writer in this process --------------------------------------------------------------
+
+
+def test_offer_is_bounded_and_counts_drops(
+    transactional_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = EventLogWriter("h", capacity=10, interval=3600, prune=False)
+    for i in range(25):
+        writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
+    assert (writer.accepted, writer.dropped, writer.pending) == (10, 15, 10)
+    writer._report_drops()
+    [record] = [r for r in caplog.records if "rows dropped" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.name == "inotifier.daemon.eventlog"
+    assert "15 rows dropped (15 in total)" in record.getMessage()
+    assert writer.flush()
+    assert writer.pending == 0
+    assert logged_paths() == {f"/w/{i}" for i in range(10)}
+    writer.offer(time.time(), fake_event("/w/after"), FakeWatch())  # room again
+    assert writer.pending == 1
+
+
+def test_a_row_the_database_refuses_does_not_hold_back_the_others(
+    transactional_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = EventLogWriter("h", capacity=100, interval=3600, prune=False)
+    for i in range(9):
+        writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
+    writer.offer(time.time(), fake_event("/w/bad", maskname=None), FakeWatch())
+    assert writer.flush()
+    assert len(logged_paths()) == 9
+    assert (writer.written, writer.rejected, writer.pending) == (9, 1, 0)
+    assert "row rejected by the database and dropped" in caplog.text
+
+
+def test_writer_thread_flushes_while_events_flow_and_on_stop(transactional_db: Any) -> None:
+    writer = EventLogWriter("h", capacity=1000, interval=0.25, prune=False)
+    writer.start()
+    try:
+        writer.offer(time.time(), fake_event("/w/first"), FakeWatch())
+        wait_for(lambda: EventLog.objects.filter(pathname="/w/first").exists(), 10)
+    finally:
+        writer.stop()
+    assert not writer.is_alive()
+
+    # With a flush interval of an hour, only stop() can write these.
+    writer = EventLogWriter("h", capacity=1000, interval=3600, prune=False)
+    writer.start()
+    for i in range(100):
+        writer.offer(time.time(), fake_event(f"/w/late{i}"), FakeWatch())
+    writer.stop()
+    assert not writer.is_alive()
+    assert EventLog.objects.filter(pathname__startswith="/w/late").count() == 100
+
+
+def test_writer_wakes_early_when_half_full(transactional_db: Any) -> None:
+    writer = EventLogWriter("h", capacity=40, interval=3600, prune=False)
+    writer.start()
+    try:
+        for i in range(20):
+            writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
+        wait_for(lambda: EventLog.objects.count() == 20, 10)
+    finally:
+        writer.stop()
+
+
+@pytest.fixture
+def live(db: Any) -> Iterator[InProcessDaemon]:
+    """A Daemon in this process with the event log on, driven by tick(); its writer not started."""
+    ListProcessor.seen.clear()
+    with override_settings(
+        INOTIFIER_WATCH_PATHS=[],
+        INOTIFIER_PROCESSORS=[LIST],
+        INOTIFIER_EVENT_LOG=True,
+        INOTIFIER_POLL_INTERVAL=3600,
+    ):
+        d = InProcessDaemon(install_signal_handlers=False, hostname="testhost")
+        d.setup()
+        assert d.reader is not None and d.event_log is not None
+        d.reader.start()
+        yield d
+        d.shutdown()
+
+
+def test_1000_real_events_are_written_in_a_handful_of_queries(
+    live: InProcessDaemon, watch_dir: Path
+) -> None:
+    with override_settings(INOTIFIER_WATCH_PATHS=[[str(watch_dir), "IN_CREATE", LIST]]):
+        live.reconcile(force=True)
+    writer = live.event_log
+    assert writer is not None
+    for i in range(1000):
+        (watch_dir / f"f{i:04}").touch()
+
+    # The read loop only appends to the buffer: not one query while it runs.
+    with CaptureQueriesContext(connection) as loop_queries:
+
+        def step() -> bool:
+            live.tick(timeout=0.02)
+            return writer.pending >= 1000
+
+        wait_for(step, 30, interval=0)
+    assert len(ListProcessor.seen) == 1000  # the processor got them too
+    assert [q["sql"] for q in loop_queries.captured_queries if "eventlog" in q["sql"]] == []
+
+    with CaptureQueriesContext(connection) as queries:
+        assert writer.flush()
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    fields = [f for f in EventLog._meta.concrete_fields if not f.primary_key]
+    per_statement = connection.ops.bulk_batch_size(fields, [None] * 1000)
+    assert len(inserts) == math.ceil(1000 / min(per_statement, eventlog_mod.BATCH_SIZE))
+    assert len(queries.captured_queries) <= len(inserts) + 3  # + savepoint / release
+    assert len(inserts) <= 11  # 1 on PostgreSQL; SQLite's 999-parameter limit makes it 11
+
+    rows = EventLog.objects.filter(host="testhost")
+    assert rows.count() == 1000
+    assert set(rows.values_list("pathname", flat=True)) == {
+        str(watch_dir / f"f{i:04}") for i in range(1000)
+    }
+    row = rows.first()
+    assert row is not None
+    assert (row.maskname, row.mask, row.is_dir, row.watch_id) == (
+        "IN_CREATE",
+        IN_CREATE,
+        False,
+        None,
+    )
+    assert row.watch_label == str(watch_dir)
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+def test_prune_by_age(db: Any) -> None:
+    now = timezone.now()
+    make_rows(50, now - timedelta(days=10), timedelta(minutes=1))
+    make_rows(30, now - timedelta(hours=1), timedelta(seconds=1))
+    assert prune_events(max_age=7 * 86400, max_rows=0) == 50
+    assert EventLog.objects.count() == 30
+    assert not EventLog.objects.filter(timestamp__lt=now - timedelta(days=7)).exists()
+
+
+def test_prune_by_count_keeps_the_newest(db: Any) -> None:
+    now = timezone.now()
+    make_rows(80, now - timedelta(hours=2), timedelta(seconds=1))
+    make_rows(40, now - timedelta(minutes=1), timedelta(0))  # 40 rows with one timestamp
+    newest = list(EventLog.objects.order_by("-timestamp", "-id").values_list("id", flat=True)[:50])
+    assert prune_events(max_age=0, max_rows=50) == 70
+    assert sorted(EventLog.objects.values_list("id", flat=True)) == sorted(newest)
+    assert prune_events(max_age=0, max_rows=50) == 0
+
+
+def test_prune_deletes_in_small_batches(db: Any) -> None:
+    make_rows(100, timezone.now() - timedelta(days=30), timedelta(seconds=1))
+    with CaptureQueriesContext(connection) as queries:
+        assert prune_events(max_age=86400, max_rows=0, batch=20) == 100
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 5
+    for sql in deletes:
+        assert len(re.findall(r"\d+", sql.split(" IN (", 1)[1])) == 20, sql
+
+
+def test_prune_step_stops_at_its_deadline(db: Any) -> None:
+    make_rows(100, timezone.now() - timedelta(days=30), timedelta(seconds=1))
+    assert prune_step(max_age=86400, max_rows=0, batch=30, deadline=0.0) == (30, False)
+    assert prune_step(max_age=86400, max_rows=0, batch=30) == (70, True)
+
+
+def test_prune_defaults_come_from_settings(db: Any) -> None:
+    make_rows(30, timezone.now() - timedelta(minutes=30), timedelta(seconds=1))
+    with override_settings(INOTIFIER_EVENT_LOG_MAX_AGE=3600, INOTIFIER_EVENT_LOG_MAX_ROWS=10):
+        assert prune_events() == 20
+    with override_settings(INOTIFIER_EVENT_LOG_MAX_AGE=60, INOTIFIER_EVENT_LOG_MAX_ROWS=0):
+        assert prune_events() == 10
+
+
+def test_prune_command(db: Any) -> None:
+    now = timezone.now()
+    make_rows(20, now - timedelta(days=10), timedelta(seconds=1))
+    make_rows(20, now - timedelta(minutes=5), timedelta(seconds=1))
+    out = StringIO()
+    call_command("inotifier_prune_events", "--max-age", "86400", "--max-rows", "15", stdout=out)
+    assert out.getvalue().strip() == "25 event log rows deleted."
+    assert EventLog.objects.count() == 15
+    out = StringIO()
+    call_command("inotifier_prune_events", stdout=out)  # the settings' defaults: nothing more
+    assert out.getvalue().strip() == "0 event log rows deleted."
+    with pytest.raises(CommandError, match="--max-rows must be 0 or more"):
+        call_command("inotifier_prune_events", "--max-rows", "-1")
+
+
+def test_writer_prunes_a_little_at_a_time(
+    transactional_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_rows(300, timezone.now() - timedelta(days=30), timedelta(seconds=1))
+    make_rows(50, timezone.now() - timedelta(minutes=5), timedelta(seconds=1))
+    monkeypatch.setattr(eventlog_mod, "FIRST_PRUNE_DELAY", 0.0)
+    monkeypatch.setattr(eventlog_mod, "PRUNE_BATCH", 100)
+    monkeypatch.setattr(eventlog_mod, "PRUNE_BUDGET", 0.0)  # one batch per cycle
+    with override_settings(INOTIFIER_EVENT_LOG_MAX_AGE=86400, INOTIFIER_EVENT_LOG_MAX_ROWS=40):
+        writer = EventLogWriter("h", capacity=100, interval=0.05)
+        writer.start()
+        try:
+            wait_for(lambda: EventLog.objects.count() == 40, 20)
+        finally:
+            writer.stop()
+    assert writer.pruned == 310
+    assert not EventLog.objects.filter(timestamp__lt=timezone.now() - timedelta(days=1)).exists()
+
+
+# -- the real daemon ---------------------------------------------------------------------------
+
+
+pytest_daemon = pytest.mark.daemon
+
+
+@pytest_daemon
+def test_event_log_is_off_by_default(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.start()
+    (watch_dir / "not-logged").touch()
+    daemon.record.wait_path(watch_dir / "not-logged", "IN_CREATE")
+    assert daemon.stop().returncode == 0
+    assert EventLog.objects.count() == 0
+
+
+@pytest_daemon
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_flushes_every_accepted_event(
+    daemon: Daemon, watch_dir: Path, signum: int
+) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    # An hour between flushes (and 2 000 rows, under the early flush at half of
+    # 10 000): whatever reaches the table got there through the stop.
+    daemon.env_extra["INOTIFIER_EVENT_LOG_FLUSH_INTERVAL"] = "3600"
+    if signum == signal.SIGINT:
+        proc = daemon.start_foreground()
+        pid = proc.pid
+    else:
+        pid = daemon.start()
+    names = {str(watch_dir / f"file-{i:04}") for i in range(2000)}
+    for name in names:
+        Path(name).touch()
+    wait_for(lambda: names <= set(daemon.record.paths("IN_CREATE")), 60)
+    assert EventLog.objects.count() == 0
+    os.kill(pid, signum)
+    if signum == signal.SIGINT:
+        daemon.foreground.communicate(timeout=60)  # type: ignore[union-attr]
+        assert daemon.foreground.returncode == 0  # type: ignore[union-attr]
+    wait_for(lambda: not alive(pid), 60)
+    assert logged_paths() == names
+    assert EventLog.objects.count() == 2000
+    status = DaemonStatus.objects.get()
+    assert (status.running, status.log_dropped) == (False, 0)
+
+
+@pytest_daemon
+def test_opt_out_per_watch_and_independence_from_the_processor(
+    daemon: Daemon, watch_dir: Path
+) -> None:
+    dirs = {
+        name: watch_dir / name
+        for name in ("settings_on", "settings_off", "row_on", "row_off", "raising")
+    }
+    for d in dirs.values():
+        d.mkdir()
+    row_on = WatchPath.objects.create(path=str(dirs["row_on"]), mask=IN_CREATE, processor=SIGNALER)
+    WatchPath.objects.create(
+        path=str(dirs["row_off"]), mask=IN_CREATE, processor=SIGNALER, event_log=False
+    )
+    daemon.watch_paths = [
+        [str(dirs["settings_on"]), "IN_CREATE", SIGNALER],
+        [str(dirs["settings_off"]), "IN_CREATE", SIGNALER, {"event_log": False}],
+        [str(dirs["raising"]), "IN_CREATE", RAISING],
+    ]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    daemon.start()
+    for name, d in dirs.items():
+        (d / f"{name}.txt").touch()
+    for name in ("settings_on", "settings_off", "row_on", "row_off"):
+        daemon.record.wait_path(dirs[name] / f"{name}.txt", "IN_CREATE")
+    wait_for(lambda: "processor exploded on" in daemon.stderr_text(), 10)
+    assert daemon.stop().returncode == 0
+    rows = {r.pathname: r for r in EventLog.objects.all()}
+    assert set(rows) == {
+        str(dirs["settings_on"] / "settings_on.txt"),
+        str(dirs["row_on"] / "row_on.txt"),
+        str(dirs["raising"] / "raising.txt"),  # logged although its processor raised
+    }
+    on_row = rows[str(dirs["row_on"] / "row_on.txt")]
+    assert (on_row.watch_id, on_row.watch_label) == (row_on.pk, str(dirs["row_on"]))
+    on_settings = rows[str(dirs["settings_on"] / "settings_on.txt")]
+    assert (on_settings.watch_id, on_settings.watch_label) == (None, str(dirs["settings_on"]))
+
+
+@pytest_daemon
+def test_non_utf8_and_hostile_names_are_stored_losslessly(daemon: Daemon, watch_dir: Path) -> None:
+    hostile_dir = watch_dir / "<script>alert(1)<"
+    hostile_dir.mkdir()
+    daemon.watch_paths = [
+        [str(watch_dir), "IN_CREATE|IN_MOVED_FROM|IN_MOVED_TO", SIGNALER],
+        [str(hostile_dir), "IN_CREATE", SIGNALER],
+    ]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    daemon.start()
+    base = os.fsencode(str(watch_dir))
+    latin1 = base + b"/caf\xe9 \\x41.txt"
+    os.close(os.open(latin1, os.O_CREAT | os.O_WRONLY, 0o644))
+    os.rename(latin1, base + b"/renamed \\ ok.txt")
+    (watch_dir / "naïve ☃.txt").touch()
+    (hostile_dir / "script>").touch()
+    (watch_dir / "after").touch()
+    daemon.record.wait_path(watch_dir / "after", "IN_CREATE")
+    daemon.record.wait_path(hostile_dir / "script>", "IN_CREATE")
+    wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "after")).exists(), 10)
+
+    created = EventLog.objects.get(maskname="IN_CREATE", escaped=True)
+    assert created.raw_pathname() == latin1
+    assert "\\xe9" in created.pathname
+    moved = EventLog.objects.get(maskname="IN_MOVED_TO")
+    assert moved.escaped
+    assert moved.raw_pathname() == base + b"/renamed \\ ok.txt"
+    assert unescape_path(moved.src_pathname) == latin1
+    unicode = EventLog.objects.get(pathname=str(watch_dir / "naïve ☃.txt"))
+    assert not unicode.escaped
+    assert EventLog.objects.filter(pathname=str(watch_dir) + "/<script>alert(1)</script>").exists()
+    assert "Traceback" not in daemon.stderr_text()
+
+
+@pytest_daemon
+def test_daemon_enforces_retention(daemon: Daemon, watch_dir: Path) -> None:
+    now = timezone.now()
+    make_rows(150, now - timedelta(hours=2), timedelta(seconds=1))
+    make_rows(150, now - timedelta(minutes=30), timedelta(seconds=1))
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra.update(
+        INOTIFIER_EVENT_LOG="1",
+        INOTIFIER_EVENT_LOG_MAX_AGE="3600",
+        INOTIFIER_EVENT_LOG_MAX_ROWS="100",
+    )
+    daemon.start()
+    wait_for(lambda: EventLog.objects.count() == 100, 30)
+    assert not EventLog.objects.filter(timestamp__lt=now - timedelta(hours=1)).exists()
+    wait_for(lambda: "pruned 200 old rows" in daemon.stderr_text(), 10)
+    (watch_dir / "new").touch()
+    wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "new")).exists(), 10)
+
+
+# -- database outage (PostgreSQL through a proxy the test cuts) ---------------------------------
+
+
+@pytest.fixture
+def proxy(daemon: Daemon) -> Iterator[TcpProxy]:
+    """A proxy to the test database that the daemon's DATABASE_URL points at."""
+    from django.db import connection as conn
+
+    p = TcpProxy(
+        (conn.settings_dict["HOST"] or "127.0.0.1", int(conn.settings_dict["PORT"] or 5432))
+    )
+    daemon.db_url = p.url_for(database_url())
+    yield p
+    p.close()
+
+
+def _start_logging_daemon(daemon: Daemon, watch_dir: Path, proxy: TcpProxy) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    daemon.start()
+    for i in range(5):
+        (watch_dir / f"before-{i}").touch()
+    wait_for(lambda: EventLog.objects.count() == 5, 20)
+    assert proxy.accepted > 0
+
+
+def _outage(daemon: Daemon, watch_dir: Path, proxy: TcpProxy, files: int) -> set[str]:
+    """Cut the database, create ``files`` files, check signals flowed and nothing was written."""
+    proxy.down()
+    names = {str(watch_dir / f"during-{i:03}") for i in range(files)}
+    for name in names:
+        Path(name).touch()
+    wait_for(lambda: names <= set(daemon.record.paths("IN_CREATE")), 30)  # signals keep flowing
+    wait_for(lambda: "event log: database unavailable" in daemon.stderr_text(), 30)
+    wait_for(lambda: proxy.refused > 0, 30)
+    assert EventLog.objects.count() == 5  # the rows wait in the daemon
+    return names
+
+
+@pytest_daemon
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL")
+def test_database_outage_delays_rows_but_loses_none(
+    daemon: Daemon, watch_dir: Path, proxy: TcpProxy
+) -> None:
+    _start_logging_daemon(daemon, watch_dir, proxy)
+    names = _outage(daemon, watch_dir, proxy, 200)
+    time.sleep(1.0)  # let the writer retry (and fail) a few times; not an assertion
+    assert EventLog.objects.count() == 5
+    proxy.up()
+    wait_for(lambda: EventLog.objects.count() == 205, 60)
+    assert names <= logged_paths()
+    wait_for(lambda: "event log: database back after" in daemon.stderr_text(), 10)
+    wait_for(lambda: DaemonStatus.objects.filter(running=True).exists(), 60)
+    assert DaemonStatus.objects.get().log_dropped == 0
+    assert daemon.stop().returncode == 0
+    assert EventLog.objects.count() == 205
+
+
+@pytest_daemon
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL")
+def test_database_outage_over_the_bound_drops_and_counts(
+    daemon: Daemon, watch_dir: Path, proxy: TcpProxy
+) -> None:
+    daemon.env_extra["INOTIFIER_EVENT_LOG_BUFFER"] = "20"
+    _start_logging_daemon(daemon, watch_dir, proxy)
+    _outage(daemon, watch_dir, proxy, 100)
+    wait_for(lambda: "rows dropped" in daemon.stderr_text(), 30)
+    proxy.up()
+    wait_for(lambda: EventLog.objects.count() == 25, 60)  # the 20 the buffer held
+    wait_for(lambda: DaemonStatus.objects.filter(log_dropped=80).exists(), 60)
+    status = daemon.manage("inotifier_status")
+    assert "80 log rows dropped" in status.stdout, status
+    wait_for(lambda: "80 in total" in daemon.stderr_text(), 30)
+    assert daemon.stop().returncode == 0
+    assert EventLog.objects.count() == 25
