@@ -47,6 +47,8 @@ class EstimatedCountPaginator(Paginator):
         qs = self.object_list
         if not isinstance(qs, QuerySet):
             return len(qs)
+        if qs.query.is_sliced:
+            return qs.count()  # already bounded
         exact = qs.order_by().values("pk")[: EXACT_COUNT_LIMIT + 1].count()
         if exact <= EXACT_COUNT_LIMIT:
             return int(exact)

@@ -345,9 +345,16 @@ class Daemon:
                 continue
             for path in list(watch.paths):
                 failure = watch.add_tree(self.table, path, synthesize=True) if os.path.isdir(path) else ""
-                if failure:
+                if failure.startswith("out of"):
                     watch.set_state("error", failure)
                     break
+
+    def retry_failed(self) -> None:
+        """Try again the watches that ran out of kernel watches (some may have been freed)."""
+        for watch in self.watches.values():
+            if watch.state == "error" and watch.message.startswith("out of") and watch.processor:
+                watch.stop(self.table)
+                watch.start(self.table)
 
     def check_missing_soon(self) -> None:
         self._next_missing = 0.0
@@ -428,6 +435,8 @@ class Daemon:
         desired = self.desired()
         plan = reconcile_mod.diff(desired, reconcile_mod.specs_of(self.watches))
         reconcile_mod.apply(self, plan)
+        if force:
+            self.retry_failed()
         if version is not None and self._db_down_since is None:
             self.version_applied = version
         self._next_resync = time.monotonic() + self.resync_interval

@@ -80,11 +80,11 @@ def make_event(
 def watch_error_message(exc: OSError, path: str, needed: int = 1) -> str:
     """Return a sentence for a failed inotify_add_watch that says what to do about it."""
     if exc.errno == errno.ENOSPC:
-        limit = read_sysctl("max_user_watches")
+        name, limit = watch_limit()
         return (
-            f"out of inotify watches while watching {path!r}: the sysctl "
-            f"fs.inotify.max_user_watches ({limit}) is reached; at least {needed} more "
-            f"needed (e.g. sysctl fs.inotify.max_user_watches={(limit or 8192) + needed + 1024})"
+            f"out of inotify watches while watching {path!r}: the sysctl {name} "
+            f"({limit}) is reached; at least {needed} more needed "
+            f"(e.g. sysctl {name}={(limit or 8192) + needed + 1024})"
         )
     if exc.errno == errno.EACCES:
         return f"permission denied watching {path!r} (the daemon runs as uid {os.getuid()})"
@@ -95,6 +95,23 @@ def watch_error_message(exc: OSError, path: str, needed: int = 1) -> str:
     if exc.errno == errno.ELOOP:
         return f"{path!r} is a symbolic link loop"
     return f"cannot watch {path!r}: {exc.strerror or exc}"
+
+
+def watch_limit() -> tuple[str, int | None]:
+    """Return the sysctl that limits inotify watches here, and its value.
+
+    In a user namespace (containers) ``user.max_inotify_watches`` may be the
+    lower, effective limit; otherwise it is ``fs.inotify.max_user_watches``.
+    """
+    system = read_sysctl("max_user_watches")
+    try:
+        with open("/proc/sys/user/max_inotify_watches") as fh:
+            per_namespace: int | None = int(fh.read())
+    except (OSError, ValueError):
+        per_namespace = None
+    if per_namespace is not None and (system is None or per_namespace < system):
+        return "user.max_inotify_watches", per_namespace
+    return "fs.inotify.max_user_watches", system
 
 
 class Node:
@@ -251,12 +268,17 @@ class ActiveWatch:
             table.attach(self, root)
         except OSError as exc:
             state = MISSING if exc.errno in (errno.ENOENT, errno.ENOTDIR) else ERROR
-            self.set_state(state, watch_error_message(exc, root))
+            needed = 1
+            if exc.errno == errno.ENOSPC and self.spec.recursive:
+                needed = self._count_dirs([root])
+            self.set_state(state, watch_error_message(exc, root, needed))
             return
         if self.spec.recursive and os.path.isdir(root):
             failure = self.add_tree(table, root, synthesize=False)
             if failure:
-                self.set_state(ERROR, failure)
+                # Out of watches: error. A subdirectory that cannot be read is
+                # skipped, and said so on the active watch.
+                self.set_state(ERROR if failure.startswith("out of") else ACTIVE, failure)
                 return
         self.set_state(ACTIVE, "")
 
@@ -277,7 +299,9 @@ class ActiveWatch:
                 entries = list(os.scandir(current))
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
-                    logger.warning("cannot list %r: %s", current, exc)
+                    message = watch_error_message(exc, current)
+                    logger.warning("%s", message)
+                    failure = failure or message
                 continue
             cwd = self.paths.get(current, -1)
             for entry in entries:
@@ -312,7 +336,7 @@ class ActiveWatch:
                 stack.append(path)
         if added >= 10000:
             progress(self, added, done=True)
-        return "" if not failure or self.paths else failure
+        return failure
 
     @staticmethod
     def _count_dirs(stack: list[str]) -> int:
@@ -435,7 +459,7 @@ class ActiveWatch:
         # Files (and directories) created before the watch existed get an IN_CREATE.
         failure = self.add_tree(table, pathname, synthesize=True)
         if failure:
-            self.set_state(ERROR, failure)
+            self.set_state(ERROR if failure.startswith("out of") else ACTIVE, failure)
 
     def _rename_subtree(self, table: WatchTable, old: str, new: str) -> None:
         prefix = old + "/"
