@@ -319,3 +319,87 @@ def test_a_disallowed_row_is_never_imported(daemon: Daemon, watch_dir: Path) -> 
     (watch_dir / "x").touch()
     time.sleep(0.5)
     assert not marker.exists()
+
+
+def test_hostile_file_names_are_delivered_logged_and_stored_safely(daemon: Daemon, watch_dir: Path) -> None:
+    from inotifier.models import EventLog
+
+    printed, signalled, failing = watch_dir / "printed", watch_dir / "signalled", watch_dir / "failing"
+    for d in (printed, signalled, failing):
+        d.mkdir()
+    daemon.watch_paths = [
+        [str(printed), "IN_CREATE", "inotifier.event_processors.AllEventsPrinter"],
+        [str(signalled), "IN_CREATE", SIGNALER],
+        [str(failing), "IN_CREATE", "tests.testapp.receivers.RaisingProcessor"],
+    ]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    daemon.start()
+    names = [
+        b"line\nbreak",
+        b"<img src=x onerror=alert(1)>",
+        b"x" * 255,
+        b"bad-\xff\xfe-utf8",
+        "caf\u00e9-\u2603".encode(),
+    ]
+    for directory in (printed, signalled, failing):
+        for raw in names:
+            with open(os.fsencode(str(directory)) + b"/" + raw, "wb"):
+                pass
+    expected = {os.fsdecode(os.fsencode(str(signalled)) + b"/" + raw) for raw in names}
+    wait_for(lambda: expected <= set(daemon.record.paths("IN_CREATE")), 10)
+    # Printed one per line: the newline inside a name cannot forge a line.
+    wait_for(lambda: daemon.stdout_file.read_text(errors="replace").count("\n") >= len(names), 10)
+    lines = daemon.stdout_file.read_text(errors="surrogateescape").splitlines()
+    assert len(lines) == len(names)
+    assert all(line.startswith("IN_CREATE '") or line.startswith('IN_CREATE "') for line in lines)
+    # Logged (processor errors) with the name quoted, never a raw newline.
+    wait_for(lambda: daemon.stderr_text().count("processor exploded on") >= len(names), 10)
+    for line in daemon.stderr_text().splitlines():
+        if "raised on IN_CREATE" in line:
+            assert line.rstrip().endswith("the daemon goes on"), line
+    # Stored: every name of the signalled folder, the non-UTF-8 one escaped losslessly.
+    def stored() -> dict[bytes, EventLog]:
+        rows = EventLog.objects.filter(pathname__startswith=str(signalled))
+        return {row.raw_pathname(): row for row in rows}
+
+    wanted = {os.fsencode(str(signalled)) + b"/" + raw for raw in names}
+    wait_for(lambda: wanted <= set(stored()), 10)
+    bad = stored()[os.fsencode(str(signalled)) + b"/bad-\xff\xfe-utf8"]
+    assert bad.escaped and bad.pathname.endswith("bad-\\xff\\xfe-utf8")
+
+
+def test_database_outage_keeps_watches_logs_once_and_catches_up(daemon: Daemon, watch_dir: Path) -> None:
+    from django.db import connection
+
+    from .pgproxy import TcpProxy
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the outage is a PostgreSQL connection refused; run with DATABASE_URL=postgres://...")
+    settings = connection.settings_dict
+    proxy = TcpProxy((settings.get("HOST") or "127.0.0.1", int(settings.get("PORT") or 5432)))
+    try:
+        assert daemon.db_url
+        daemon.db_url = proxy.url_for(daemon.db_url)
+        daemon.env_extra["INOTIFIER_POLL_INTERVAL"] = "0.2"
+        old = watch_dir / "old"
+        new = watch_dir / "new"
+        old.mkdir()
+        new.mkdir()
+        WatchPath.objects.create(path=str(old), mask=IN_CREATE, processor=SIGNALER)
+        pid = daemon.start()
+        keep_touching(daemon, old, "before")
+        proxy.down()
+        # Long enough for many poll ticks (0.2 s) and several retries.
+        wait_for(lambda: "database unavailable" in daemon.stderr_text(), 10)
+        keep_touching(daemon, old, "during")  # the watches it had keep working
+        WatchPath.objects.create(path=str(new), mask=IN_CREATE, processor=SIGNALER)
+        time.sleep(3)
+        assert daemon.stderr_text().count("database unavailable") == 1  # once per outage
+        proxy.up()
+        wait_for(lambda: "database back after" in daemon.stderr_text(), 40)
+        keep_touching(daemon, new, "after", timeout=10)  # caught up with the config
+        assert daemon.pid() == pid
+        wait_for(lambda: WatchState.objects.filter(path=str(new), state="active").exists(), 10)
+    finally:
+        daemon.cleanup()
+        proxy.close()
