@@ -251,30 +251,88 @@ def settings_specs() -> Iterator[WatchSpec]:
             )
 
 
+#: WatchPath fields a spec is built from, in the order ``values_list`` returns them.
+ROW_FIELDS = ("pk", "path", "mask", "processor", "recursive", "auto_add", "exclude", "event_log")
+
+
 def row_spec(row: WatchPath) -> WatchSpec:
-    """Return the WatchSpec of a WatchPath row; checks that need no I/O set ``error``."""
-    base = {
-        "key": f"row:{row.pk}",
-        "path": row.path,
-        "mask": int(row.mask or 0),
-        "processor": row.processor,
-        "recursive": bool(row.recursive),
-        "auto_add": bool(row.auto_add),
-        "excludes": parse_excludes(row.exclude),
-        "event_log": bool(row.event_log),
-        "label": row.path,
-        "watch_id": row.pk,
-    }
+    """Return the WatchSpec of a WatchPath row; checks that need no import set ``error``."""
+    values = tuple(getattr(row, name) for name in ROW_FIELDS)
+    return spec_from_values(values, processor_allowlist(), allowed_roots())
+
+
+def spec_from_values(
+    values: tuple[Any, ...], allowlist: tuple[str, ...], roots: list[str] | None
+) -> WatchSpec:
+    """Return the WatchSpec of one row given as ``ROW_FIELDS`` values."""
+    pk, path, mask, processor, recursive, auto_add, exclude, event_log = values
+    error = ""
+    norm = path
+    int_mask = int(mask or 0)
     try:
-        base["path"] = validate_path(row.path)
-        base["mask"] = validate_mask(int(row.mask or 0))
+        norm = validate_path(path)
+        int_mask = validate_mask(int_mask)
         # Checked before anything is imported: an admin must not make the daemon
         # import code the site did not allow.
-        validate_processor_allowed(row.processor)
-        validate_allowed_root(base["path"])
+        if processor not in allowlist:
+            raise SpecError(
+                f"processor {processor!r} is not in INOTIFIER_PROCESSORS "
+                "(the processors this site allows)"
+            )
+        if roots is not None:
+            validate_allowed_root(norm)
     except SpecError as exc:
-        base["error"] = str(exc)
-    return WatchSpec(**base)
+        error = str(exc)
+    return WatchSpec(
+        key=f"row:{pk}",
+        path=norm,
+        mask=int_mask,
+        processor=processor,
+        recursive=bool(recursive),
+        auto_add=bool(auto_add),
+        excludes=parse_excludes(exclude),
+        event_log=bool(event_log),
+        label=norm,
+        watch_id=pk,
+        error=error,
+    )
+
+
+class RowSpecs:
+    """Build row specs, reusing the spec of every row whose values did not change.
+
+    With thousands of rows a reconcile after one change validates one row, and
+    the unchanged specs are the very same objects, so the diff compares them by
+    identity first.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], WatchSpec] = {}
+        self._context: tuple[Any, ...] = ()
+
+    def clear(self) -> None:
+        """Forget every cached spec (a forced resync re-validates everything)."""
+        self._cache = {}
+
+    def build(self, rows: Iterable[tuple[Any, ...]]) -> dict[str, WatchSpec]:
+        """Return the desired set: settings entries plus ``rows`` (``ROW_FIELDS`` tuples)."""
+        allowlist = processor_allowlist()
+        roots = allowed_roots()
+        context = (allowlist, tuple(roots) if roots is not None else None)
+        if context != self._context:
+            self._cache = {}
+            self._context = context
+        cache = self._cache
+        fresh: dict[tuple[Any, ...], WatchSpec] = {}
+        desired = {spec.key: spec for spec in settings_specs()}
+        for values in rows:
+            spec = cache.get(values)
+            if spec is None:
+                spec = spec_from_values(values, allowlist, roots)
+            fresh[values] = spec
+            desired[spec.key] = spec
+        self._cache = fresh
+        return desired
 
 
 def desired_specs(rows: Iterable[WatchPath]) -> dict[str, WatchSpec]:

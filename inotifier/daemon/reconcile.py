@@ -49,7 +49,7 @@ def diff(desired: Mapping[str, WatchSpec], actual: Mapping[str, WatchSpec]) -> P
         current = actual.get(key)
         if current is None:
             plan.add.append(spec)
-        elif current != spec:
+        elif current is not spec and current != spec:
             plan.update.append(spec)
         else:
             plan.unchanged.append(key)

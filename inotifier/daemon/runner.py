@@ -18,7 +18,7 @@ from django.db import DatabaseError, close_old_connections, connection, connecti
 from .. import signals as inotifier_signals
 from ..conf import app_settings
 from ..masks import IN_IGNORED, IN_Q_OVERFLOW, event_maskname
-from ..specs import SpecError, WatchSpec, desired_specs, load_processor
+from ..specs import ROW_FIELDS, RowSpecs, SpecError, WatchSpec, load_processor
 from . import reconcile as reconcile_mod
 from .eventlog import EventLogWriter
 from .inotify import HEADER_SIZE, Inotify, Reader, parse, read_sysctl
@@ -70,6 +70,7 @@ class Daemon:
         self.poll_interval = float(app_settings.INOTIFIER_POLL_INTERVAL)
         self.resync_interval = float(app_settings.INOTIFIER_RESYNC_INTERVAL)
         self.watches: dict[str, ActiveWatch] = {}
+        self.row_specs = RowSpecs()
         self.processor_errors: dict[str, str] = {}
         self.pending_dir_moves: set[ActiveWatch] = set()
         self._ready: deque[ActiveWatch] = deque()  # watches with queued events, in turn order
@@ -391,7 +392,13 @@ class Daemon:
 
         try:
             refresh_connection()
-            rows = list(WatchPath.objects.enabled_for_host(self.hostname))
+            # Plain tuples straight from the cursor: with thousands of rows, model
+            # instances (or even values_list's converters) dominate the reconcile.
+            query = WatchPath.objects.enabled_for_host(self.hostname).values_list(*ROW_FIELDS)
+            sql, params = query.query.sql_with_params()
+            with connections[query.db].cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
         except DatabaseError as exc:
             self._db_failed(exc)
             return None
@@ -425,13 +432,15 @@ class Daemon:
         rows = self.load_rows()
         if rows is not None:
             self._rows = rows
-        return desired_specs(self._rows or [])
+        return self.row_specs.build(self._rows or [])
 
     def reconcile(self, force: bool = False) -> reconcile_mod.Plan:
         """Make the active watches equal to the desired ones, touching only the differences."""
         started = time.perf_counter()
         self.notify("RELOADING=1")
         version = self.read_version()
+        if force:
+            self.row_specs.clear()
         desired = self.desired()
         plan = reconcile_mod.diff(desired, reconcile_mod.specs_of(self.watches))
         reconcile_mod.apply(self, plan)
