@@ -49,7 +49,9 @@ class Record:
 
     def events(self) -> list[tuple[str, str, str]]:
         out = []
-        for line in self.path.read_text().splitlines():
+        text = self.path.read_text()
+        # The daemon may be writing the last line right now: only whole lines count.
+        for line in text[: text.rfind("\n") + 1].splitlines():
             name, hexpath, maskname = line.split("\t")
             out.append((name, os.fsdecode(bytes.fromhex(hexpath)), maskname))
         return out

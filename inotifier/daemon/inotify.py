@@ -31,6 +31,9 @@ _libc.inotify_add_watch.restype = ctypes.c_int
 _libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.inotify_rm_watch.restype = ctypes.c_int
 
+#: ``inotify_add_watch(fd, path_bytes, mask)``: the wd, or -1 with the errno in ctypes.get_errno().
+raw_add_watch = _libc.inotify_add_watch
+
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _HEADER = struct.Struct("iIII")
@@ -66,7 +69,7 @@ class Inotify:
 
     def add_watch(self, path: str | bytes, mask: int) -> int:
         """Return the watch descriptor for ``path``; raise OSError with the errno on failure."""
-        raw = path if isinstance(path, bytes) else os.fsencode(path)
+        raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
         wd = _libc.inotify_add_watch(self.fd, raw, mask)
         if wd < 0:
             err = ctypes.get_errno()
@@ -90,12 +93,11 @@ class Inotify:
 def parse(chunk: bytes) -> Iterator[tuple[int, int, int, str]]:
     """Yield ``(wd, mask, cookie, name)`` for each event of a raw chunk.
 
-    Names are decoded with the file system encoding and ``surrogateescape``, so
-    a name that is not valid UTF-8 survives unchanged (``os.fsencode`` gives the
-    bytes back) instead of breaking the batch.
+    Names are decoded as UTF-8 with ``surrogateescape`` (what ``os.fsdecode``
+    does on Linux), so a name that is not valid UTF-8 survives unchanged
+    (``os.fsencode`` gives the bytes back) instead of breaking the batch.
     """
     unpack = _HEADER.unpack_from
-    fsdecode = os.fsdecode
     end = len(chunk)
     pos = 0
     while pos < end:
@@ -104,7 +106,7 @@ def parse(chunk: bytes) -> Iterator[tuple[int, int, int, str]]:
         if length:
             raw = chunk[pos : pos + length]
             pos += length
-            yield wd, mask, cookie, fsdecode(raw.rstrip(b"\0"))
+            yield wd, mask, cookie, raw.rstrip(b"\0").decode("utf-8", "surrogateescape")
         else:
             yield wd, mask, cookie, ""
 

@@ -7,6 +7,7 @@ owners of one wd and the kernel mask is the union of theirs.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -19,7 +20,7 @@ import pyinotify
 
 from ..masks import BITS, EVENT_BITS, VALID_BITS, event_maskname
 from ..specs import WatchSpec, is_excluded
-from .inotify import Inotify, read_sysctl
+from .inotify import Inotify, raw_add_watch, read_sysctl
 
 if TYPE_CHECKING:
     from .eventlog import EventLogWriter
@@ -291,47 +292,69 @@ class ActiveWatch:
         stack = [top]
         excludes = self.excludes
         progress = self.daemon.progress
+        paths = self.paths
+        nodes = table.nodes
+        fd = table.inotify.fd
+        kernel_mask = self.kernel_mask
+        add = raw_add_watch
+        scandir = os.scandir
         failure = ""
         added = 0
+        # The hot loop of a large recursive set-up (50 000 directories): the common
+        # case (a directory nobody watches yet) is inlined, the rest goes through
+        # table.attach.
         while stack:
             current = stack.pop()
             try:
-                entries = list(os.scandir(current))
+                entries = list(scandir(current))
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                     message = watch_error_message(exc, current)
                     logger.warning("%s", message)
                     failure = failure or message
                 continue
-            cwd = self.paths.get(current, -1)
+            cwd = paths.get(current, -1)
             for entry in entries:
-                path = entry.path
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
                     is_dir = False
+                if not is_dir and not synthesize:
+                    continue
+                path = entry.path
                 if excludes and is_excluded(path, excludes):
                     continue
                 if synthesize:
                     self.deliver(
                         cwd, IN_CREATE | (IN_ISDIR if is_dir else 0), 0, entry.name, current, path
                     )
-                if not is_dir or path in self.paths:
+                if not is_dir or path in paths:
                     continue
-                try:
-                    table.attach(self, path)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                        continue  # gone already
-                    message = watch_error_message(exc, path, needed=self._count_dirs(stack) + 1)
-                    if exc.errno == errno.ENOSPC:
-                        logger.error("%s", message)
-                        return message
-                    logger.warning("%s", message)
-                    failure = failure or message
-                    continue
+                wd = add(fd, path.encode("utf-8", "surrogateescape"), kernel_mask)
+                if wd >= 0 and wd not in nodes:
+                    node = nodes[wd] = Node(wd)
+                    node.owners[self] = path
+                    paths[path] = wd
+                else:
+                    try:
+                        if wd < 0:
+                            err = ctypes.get_errno()
+                            raise OSError(err, os.strerror(err), path)
+                        table.attach(self, path)  # shared with another watch
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                            continue  # gone already
+                        message = watch_error_message(
+                            exc, path, needed=self._count_dirs(stack) + 1
+                        )
+                        if exc.errno == errno.ENOSPC:
+                            logger.error("%s", message)
+                            return message
+                        logger.warning("%s", message)
+                        failure = failure or message
+                        continue
                 added += 1
-                if added % 10000 == 0:
+                if not added % 10000:
                     progress(self, added)
                 stack.append(path)
         if added >= 10000:
