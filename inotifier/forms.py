@@ -66,7 +66,7 @@ class EventMaskField(forms.MultipleChoiceField):
             return mask_to_names(value)
         return value
 
-    def clean(self, value: Any) -> int:  # type: ignore[override]
+    def clean(self, value: Any) -> int:
         names = super().clean(value)
         mask = names_to_mask(list(names))
         if not mask & (ALL_EVENTS | BITS["IN_IGNORED"] | BITS["IN_Q_OVERFLOW"] | BITS["IN_UNMOUNT"]):
@@ -103,7 +103,9 @@ class WatchPathForm(forms.ModelForm):
         if current and current not in allowed:
             # Shown so the operator sees it, but cleaning still refuses it.
             choices.append((current, _("%s (not allowed)") % current))
-        self.fields["processor"].choices = choices
+        processor_field = self.fields["processor"]
+        assert isinstance(processor_field, forms.ChoiceField)
+        processor_field.choices = choices
         if not self.instance.pk:
             self.fields["processor"].initial = allowed[0] if allowed else None
         self.fields["mask"].initial = mask_to_names(int(self.instance.mask or ALL_EVENTS))

@@ -43,7 +43,7 @@ class ConfigVersion(models.Model):
         ``UPDATE inotifier_configversion SET version = version + 1``).
         """
         if not cls.objects.filter(pk=1).update(version=F("version") + 1):
-            obj, created = cls.objects.get_or_create(pk=1, defaults={"version": 1})
+            _obj, created = cls.objects.get_or_create(pk=1, defaults={"version": 1})
             if not created:
                 cls.objects.filter(pk=1).update(version=F("version") + 1)
 
@@ -74,8 +74,8 @@ class WatchPathQuerySet(models.QuerySet["WatchPath"]):
     delete.alters_data = True  # type: ignore[attr-defined]
     delete.queryset_only = True  # type: ignore[attr-defined]
 
-    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[WatchPath]:
-        created = super().bulk_create(objs, *args, **kwargs)
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[WatchPath]:  # type: ignore[override]
+        created: list[WatchPath] = list(super().bulk_create(objs, *args, **kwargs))
         if created:
             ConfigVersion.bump()
         return created
@@ -147,6 +147,15 @@ class WatchPath(models.Model):
     def __str__(self) -> str:
         return self.path
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        ConfigVersion.bump()
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        result = super().delete(*args, **kwargs)
+        ConfigVersion.bump()
+        return result
+
     @property
     def events_display(self) -> str:
         """Return the mask as event names."""
@@ -174,24 +183,20 @@ class WatchPath(models.Model):
         path = check("path", validate_path, self.path)
         if path is not None:
             self.path = path
-            if check("path", validate_allowed_root, path) is None and "path" not in errors:
-                if self.enabled and self.is_for_this_host() and not os.path.exists(path):
-                    errors["path"] = [str(_("This path does not exist on this host."))]
+            check("path", validate_allowed_root, path)
+            if (
+                "path" not in errors
+                and self.enabled
+                and self.is_for_this_host()
+                and not os.path.exists(path)
+            ):
+                errors["path"] = [str(_("This path does not exist on this host."))]
         if self.mask is not None:
             check("mask", validate_mask, int(self.mask))
         if self.processor:
             check("processor", validate_processor_allowed, self.processor)
         if errors:
             raise ValidationError(errors)
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        super().save(*args, **kwargs)
-        ConfigVersion.bump()
-
-    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        result = super().delete(*args, **kwargs)
-        ConfigVersion.bump()
-        return result
 
 
 class DaemonStatus(models.Model):

@@ -143,9 +143,13 @@ def processor_allowlist() -> tuple[str, ...]:
         return tuple(str(p) for p in configured)
     names = list(BUILTIN_PROCESSORS)
     for entry in _settings_entries():
-        if isinstance(entry, (tuple, list)) and len(entry) in (3, 4) and isinstance(entry[2], str):
-            if entry[2] not in names:
-                names.append(entry[2])
+        if (
+            isinstance(entry, (tuple, list))
+            and len(entry) in (3, 4)
+            and isinstance(entry[2], str)
+            and entry[2] not in names
+        ):
+            names.append(entry[2])
     return tuple(names)
 
 

@@ -607,7 +607,7 @@ def configure_logging(verbosity: int = 1, stream: Any = None) -> None:
     root_logger = logging.getLogger("inotifier")
     root_logger.setLevel(level)
     if not root_logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(stream or sys.stderr)
+        handler: logging.Handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
         )

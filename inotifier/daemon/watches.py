@@ -173,7 +173,7 @@ class WatchTable:
             self._remask(node)
 
     def _remask(self, node: Node) -> None:
-        owner, path = next(iter(node.owners.items()))
+        path = next(iter(node.owners.values()))
         try:
             self.inotify.add_watch(path, node.kernel_mask())
         except OSError as exc:
@@ -422,10 +422,10 @@ class ActiveWatch:
             self.log.offer(now, event, self)
         try:
             self.processor(event)  # type: ignore[misc]
-        except Exception:
-            self._processor_failed(event, now)
+        except Exception as exc:
+            self._processor_failed(event, now, exc)
 
-    def _processor_failed(self, event: Any, now: float) -> None:
+    def _processor_failed(self, event: Any, now: float, exc: Exception) -> None:
         self.errors += 1
         self.daemon.errors += 1
         # Full tracebacks for the first errors of each minute, then a count, so a
@@ -440,10 +440,11 @@ class ActiveWatch:
             self._errors_in_window = 0
         self._errors_in_window += 1
         if self._errors_in_window <= 10:
-            logger.exception(
+            logger.error(
                 "processor %s raised on %s %r (watch %s); the daemon goes on",
                 self.spec.processor, getattr(event, "maskname", "?"),
                 getattr(event, "pathname", "?"), self.spec.label,
+                exc_info=exc,
             )
 
     def _root_gone(self, table: WatchTable, mask: int) -> None:

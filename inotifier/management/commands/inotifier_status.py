@@ -38,7 +38,11 @@ class Command(BaseCommand):
         if pid is None:
             self.stdout.write(_("inotifier is not running on %s.") % host)
         else:
-            self.stdout.write(self.style.SUCCESS(_("inotifier is running on %(host)s (pid %(pid)d).") % {"host": host, "pid": pid}))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    _("inotifier is running on %(host)s (pid %(pid)d).") % {"host": host, "pid": pid}
+                )
+            )
         try:
             daemons = DaemonStatus.objects.all()
             if not options["all_hosts"]:
