@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+DEMO_VENV ?= .venv-demo
 
 .PHONY: demo test test-sqlite test-postgres lint matrix bench browser-deps clean
 
@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 ## Run the demo: venv, install, migrate SQLite, watched folder, daemon in the foreground, admin on :8000.
 demo:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q .
-	./scripts/demo $(PY)
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install -q --upgrade pip
+	$(DEMO_VENV)/bin/pip install -q .
+	./scripts/demo $(DEMO_VENV)/bin/python
 
 ## Run the whole test suite: lint, types, SQLite, PostgreSQL, browser, version matrix edges.
 test: $(VENV)/.installed
@@ -25,7 +26,6 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check inotifier
 	$(VENV)/bin/mypy inotifier
 
 ## Benchmarks against raw pyinotify, inotify_simple, watchdog and inotifywait (see bench/).
@@ -33,4 +33,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .nox .mypy_cache .ruff_cache .pytest_cache test-artifacts
+	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .nox .mypy_cache .ruff_cache .pytest_cache test-artifacts

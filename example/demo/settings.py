@@ -14,6 +14,7 @@ SECRET_KEY = env("SECRET_KEY", default="demo-only-not-secret")
 DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 USE_TZ = True
+TIME_ZONE = env("TIME_ZONE", default="UTC")
 PROJECT_PATH = str(BASE_DIR)  # the pid file is PROJECT_PATH/inotifier.pid
 
 INSTALLED_APPS = [
