@@ -40,6 +40,8 @@ def refresh_connection() -> None:
 SLICE_SECONDS = 0.02
 #: Longest turn one watch gets before the next watch with events is served.
 TURN_SECONDS = 0.005
+#: Seconds between two status writes when nothing changed (the heartbeat).
+HEARTBEAT_SECONDS = 10.0
 #: Raw chunks are parsed only while fewer events than this wait in the watch queues,
 #: so memory stays bounded by the reader's byte limit.
 ROUTE_LOW_WATER = 20_000
@@ -94,6 +96,7 @@ class Daemon:
         self._next_resync = 0.0
         self._next_missing = 0.0
         self._status_dirty = True
+        self._next_heartbeat = 0.0
         self._forgotten: list[ActiveWatch] = []
         self.inotify: Inotify | None = None
         self.reader: Reader | None = None
@@ -531,28 +534,31 @@ class Daemon:
         from ..models import DaemonStatus, WatchState
 
         dirty = [w for w in self.watches.values() if w.dirty or force]
+        now_m = time.monotonic()
+        if not (force or dirty or self._status_dirty) and now_m < self._next_heartbeat:
+            return  # nothing new: the heartbeat alone is written every HEARTBEAT_SECONDS
+        self._next_heartbeat = now_m + HEARTBEAT_SECONDS
         try:
             refresh_connection()
             now = datetime.now(UTC)
             reader = self.reader
-            DaemonStatus.objects.update_or_create(
-                host=self.hostname,
-                defaults={
-                    "pid": self.pid if running else None,
-                    "running": running,
-                    "started": self.started,
-                    "heartbeat": now,
-                    "version_applied": self.version_applied,
-                    "kernel_watches": self.kernel_watches(),
-                    "events": sum(w.events for w in self.watches.values()),
-                    "errors": self.errors,
-                    "overflows": self.overflows,
-                    "queue_peak": reader.peak if reader else 0,
-                    "log_dropped": self.event_log.dropped if self.event_log else 0,
-                    "progress": self.progress_text[:255],
-                    "message": self.message,
-                },
-            )
+            fields = {
+                "pid": self.pid if running else None,
+                "running": running,
+                "started": self.started,
+                "heartbeat": now,
+                "version_applied": self.version_applied,
+                "kernel_watches": self.kernel_watches(),
+                "events": sum(w.events for w in self.watches.values()),
+                "errors": self.errors,
+                "overflows": self.overflows,
+                "queue_peak": reader.peak if reader else 0,
+                "log_dropped": self.event_log.dropped if self.event_log else 0,
+                "progress": self.progress_text[:255],
+                "message": self.message,
+            }
+            if not DaemonStatus.objects.filter(host=self.hostname).update(**fields):
+                DaemonStatus.objects.create(host=self.hostname, **fields)
             if dirty:
                 states = [
                     WatchState(
