@@ -6,21 +6,24 @@ from django.dispatch import Signal
 
 # Each signal is sent with ``sender`` = the processor instance and ``event`` = the
 # pyinotify Event (``event.pathname``, ``event.maskname``, ``event.dir``, ...).
-in_access = Signal()
-in_attrib = Signal()
-in_close_nowrite = Signal()
-in_close_write = Signal()
-in_create = Signal()
-in_delete = Signal()
-in_delete_self = Signal()
-in_ignored = Signal()
-in_modify = Signal()
-in_move_self = Signal()
-in_moved_from = Signal()
-in_moved_to = Signal()
-in_open = Signal()
-in_q_overflow = Signal()
-in_unmount = Signal()
+# use_caching: the daemon sends these thousands of times a second with the same
+# sender; Django then keeps the receiver list per sender instead of rebuilding
+# it at every send (connect/disconnect clear the cache).
+in_access = Signal(use_caching=True)
+in_attrib = Signal(use_caching=True)
+in_close_nowrite = Signal(use_caching=True)
+in_close_write = Signal(use_caching=True)
+in_create = Signal(use_caching=True)
+in_delete = Signal(use_caching=True)
+in_delete_self = Signal(use_caching=True)
+in_ignored = Signal(use_caching=True)
+in_modify = Signal(use_caching=True)
+in_move_self = Signal(use_caching=True)
+in_moved_from = Signal(use_caching=True)
+in_moved_to = Signal(use_caching=True)
+in_open = Signal(use_caching=True)
+in_q_overflow = Signal(use_caching=True)
+in_unmount = Signal(use_caching=True)
 
 #: Event name (``"IN_CREATE"``) -> signal.
 SIGNALS: dict[str, Signal] = {

@@ -191,6 +191,25 @@ class Reader(threading.Thread):
             self._space.set()
         return data
 
+    def take_many(self, limit: int) -> bytes | None:
+        """Return the oldest raw chunks joined, up to about ``limit`` bytes (consumer side).
+
+        During a burst the reader produces many small chunks; handling them as
+        one keeps the per-chunk overhead off the per-event cost.
+        """
+        first = self.take()
+        if first is None or not self.chunks:
+            return first
+        parts = [first]
+        size = len(first)
+        while size < limit:
+            data = self.take()
+            if data is None:
+                break
+            parts.append(data)
+            size += len(data)
+        return b"".join(parts)
+
     @property
     def buffered(self) -> int:
         """Return the bytes waiting in the queue."""

@@ -45,6 +45,8 @@ HEARTBEAT_SECONDS = 10.0
 #: Raw chunks are parsed only while fewer events than this wait in the watch queues,
 #: so memory stays bounded by the reader's byte limit.
 ROUTE_LOW_WATER = 20_000
+#: Bytes of raw events routed at once (about 2 000 events).
+ROUTE_BYTES = 64 * 1024
 
 
 class Daemon:
@@ -248,7 +250,7 @@ class Daemon:
             return 0
         count = 0
         while True:
-            chunk = reader.take() if self._queued < ROUTE_LOW_WATER else None
+            chunk = reader.take_many(ROUTE_BYTES) if self._queued < ROUTE_LOW_WATER else None
             if chunk is not None:
                 self._route(chunk)
             elif not self._ready:
