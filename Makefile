@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEMO_VENV ?= .venv-demo
+# Playwright drives Debian's Chromium; it must never download a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: demo test test-sqlite test-postgres lint matrix bench browser-deps clean
 
@@ -27,6 +29,13 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy inotifier
+
+## The version matrix (Python 3.11-3.13 x Django 4.2-6.1), every combination.
+matrix: $(VENV)/.installed
+	$(VENV)/bin/nox
+
+browser-deps:
+	[ -x /usr/bin/chromium ] || (apt-get update -qq && apt-get install -y -qq chromium)
 
 ## Benchmarks against raw pyinotify, inotify_simple, watchdog and inotifywait (see bench/).
 bench: $(VENV)/.installed

@@ -39,9 +39,7 @@ nox.options.tags = ["tests"]
 
 def _runs(executable: str) -> bool:
     try:
-        return (
-            subprocess.run([executable, "-c", ""], capture_output=True, timeout=30).returncode == 0
-        )
+        return subprocess.run([executable, "-c", ""], capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -60,9 +58,7 @@ def _find_pyenv_interpreters() -> None:
         if found and _runs(found):
             continue
         candidates = glob.glob(os.path.join(root, "versions", f"{version}.*", "bin"))
-        candidates = [
-            c for c in candidates if os.access(os.path.join(c, f"python{version}"), os.X_OK)
-        ]
+        candidates = [c for c in candidates if os.access(os.path.join(c, f"python{version}"), os.X_OK)]
         if candidates:
             extra.append(max(candidates, key=_version_key))
     if extra:

@@ -22,9 +22,13 @@ from .specs import settings_specs
 STATE_COLORS = {"active": "#1a7f37", "missing": "#9a6700", "error": "#cf222e"}
 
 
+STATE_LABELS = dict(WatchState.STATE_CHOICES)
+
+
 def state_badge(state: str, message: str = "", host: str = "") -> str:
     """Return an escaped coloured label for a watch state (message as tooltip)."""
-    label = f"{host}: {state}" if host else state
+    name = STATE_LABELS.get(state, state)
+    label = f"{host}: {name}" if host else name
     return format_html(
         '<span class="inotifier-state inotifier-state-{}" style="color:{};font-weight:bold" '
         'title="{}">{}</span>',
@@ -62,7 +66,7 @@ class StateFilter(admin.SimpleListFilter):
 class WatchPathAdmin(admin.ModelAdmin):
     form = WatchPathForm
     list_display = (
-        "path", "events", "processor", "enabled", "recursive", "host_display", "state",
+        "path", "state", "events", "processor_display", "enabled", "recursive", "host_display",
         "kernel_watches", "last_event",
     )
     list_display_links = ("path",)
@@ -84,6 +88,16 @@ class WatchPathAdmin(admin.ModelAdmin):
     @admin.display(description=_("events"))
     def events(self, obj: WatchPath) -> str:
         return describe_mask(int(obj.mask or 0)).replace("|", " | ")
+
+    @admin.display(description=_("processor"), ordering="processor")
+    def processor_display(self, obj: WatchPath) -> str:
+        return format_html('<span title="{}">{}</span>', obj.processor, obj.processor.rsplit(".", 1)[-1])
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:  # nothing to show in "Status" before the row exists
+            fieldsets = [fs for fs in fieldsets if "current_state" not in fs[1]["fields"]]
+        return fieldsets
 
     @admin.display(description=_("host"), ordering="host")
     def host_display(self, obj: WatchPath) -> str:

@@ -20,8 +20,8 @@ GATE_ENV = "INOTIFIER_TEST_PROGRESS_GATE"
 _original_progress = runner.Daemon.progress
 
 
-def _gated_progress(self: Any, watch: Any, added: int, done: bool = False) -> None:
-    _original_progress(self, watch, added, done)
+def _gated_progress(self: Any, watch: Any, added: int, done: bool = False, **kwargs: Any) -> None:
+    _original_progress(self, watch, added, done, **kwargs)
     gate = os.environ.get(GATE_ENV)
     if not gate or done or getattr(self, "_test_gate_passed", False):
         return

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "inotifier",
     "tests.testapp",
 ]
@@ -34,6 +35,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 ROOT_URLCONF = "tests.urls"
+STATIC_URL = "static/"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -52,7 +54,7 @@ TEMPLATES = [
 # daemons started by the tests get the test database's URL explicitly.
 _run = os.environ.get("INOTIFIER_TEST_RUN", str(os.getpid()))
 _sqlite_default = f"sqlite:////tmp/inotifier-tests-{_run}.sqlite3"
-DATABASES = {"default": env.db("DATABASE_URL", default=_sqlite_default)}
+DATABASES = {"default": env.db_url_config(os.environ.get("DATABASE_URL") or _sqlite_default)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory: the daemon the tests start is another process.
     DATABASES["default"]["TEST"] = {"NAME": DATABASES["default"]["NAME"]}

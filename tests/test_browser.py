@@ -156,8 +156,7 @@ def test_admin_watch_becomes_active_and_logs_events(
     page.goto(admin + "inotifier/eventlog/")
     reload_until(
         page,
-        lambda: page.locator("#result_list").count() > 0
-        and str(created) in page.inner_text("#result_list"),
+        lambda: page.locator("#result_list").count() > 0 and str(created) in page.inner_text("#result_list"),
     )
     shot("event-log")
     log = page.inner_text("#result_list")

@@ -182,9 +182,7 @@ def test_sd_notify_ready_reloading_stopping(
     assert not daemon.pid_file.exists()
 
 
-def test_foreground_survives_sigusr1(
-    daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket
-) -> None:
+def test_foreground_survives_sigusr1(daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket) -> None:
     # A logrotate postrotate that sends SIGUSR1 must never kill a foreground daemon
     # (SIGUSR1's default action is to terminate).
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
@@ -263,9 +261,7 @@ def test_sigusr1_reopens_output_files_for_logrotate(daemon: Daemon, watch_dir: P
     rotated_out = daemon.tmp / "stdout.log.1"
     rotated_err = daemon.tmp / "stderr.log.1"
     assert rotated_out.exists() and rotated_err.exists()
-    wait_for(
-        lambda: daemon.stderr_file.exists() and "output files reopened" in daemon.stderr_text()
-    )
+    wait_for(lambda: daemon.stderr_file.exists() and "output files reopened" in daemon.stderr_text())
     assert daemon.stdout_file.exists()
     assert daemon.stderr_file.stat().st_mode & 0o777 == 0o640
 

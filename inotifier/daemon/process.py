@@ -146,6 +146,7 @@ def start_daemon(verbosity: int = 1, timeout: float | None = None) -> int:
 def _wait_ready(read_fd: int, timeout: float, stderr_path: str | None) -> int:
     deadline = time.monotonic() + timeout
     data = b""
+    exited = False
     try:
         while time.monotonic() < deadline:
             import select
@@ -155,6 +156,7 @@ def _wait_ready(read_fd: int, timeout: float, stderr_path: str | None) -> int:
                 break
             chunk = os.read(read_fd, 65536)
             if not chunk:
+                exited = True
                 break
             data += chunk
             if data.startswith(b"READY ") and data.endswith(b"\n"):
@@ -165,9 +167,13 @@ def _wait_ready(read_fd: int, timeout: float, stderr_path: str | None) -> int:
     if text.startswith("ERROR "):
         raise StartError(text[6:])
     where = f" (see {stderr_path})" if stderr_path else ""
-    if not text:
+    if exited:
         raise StartError(f"the daemon exited during start-up{where}")
-    raise StartError(f"the daemon did not report ready within {timeout:.0f} s{where}: {text}")
+    also = f" and {stderr_path}" if stderr_path else ""
+    raise StartError(
+        f"the daemon did not report it is watching within {timeout:.0f} s; it goes on starting"
+        f" in the background (see inotifier_status{also})"
+    )
 
 
 def _daemon_main(write_fd: int, stdout_path: str | None, stderr_path: str | None, verbosity: int) -> None:
@@ -193,20 +199,28 @@ def _daemon_main(write_fd: int, stdout_path: str | None, stderr_path: str | None
         os.write(write_fd, f"ERROR {exc}".encode())
         os._exit(1)
 
+    pipe = [write_fd]  # emptied once closed: the number may be reused by another file
+
     def ready(daemon: Daemon) -> None:
         logger.info("inotifier daemon started (pid %s)", os.getpid())
-        os.write(write_fd, f"READY {os.getpid()}\n".encode())
-        os.close(write_fd)
+        fd = pipe.pop()
+        try:
+            os.write(fd, f"READY {os.getpid()}\n".encode())
+        except BrokenPipeError:
+            logger.warning("inotifier_start stopped waiting before the daemon was ready; it runs on")
+        finally:
+            os.close(fd)
 
     code = 1
     try:
         code = Daemon(on_ready=ready, notify=SdNotifier()).run()
     except BaseException as exc:
         logger.exception("the daemon failed")
-        try:
-            os.write(write_fd, f"ERROR {type(exc).__name__}: {exc}".encode())
-        except OSError:
-            pass
+        if pipe:
+            try:
+                os.write(pipe[0], f"ERROR {type(exc).__name__}: {exc}".encode())
+            except OSError:
+                pass
     finally:
         pidfile.release()
         sys.stdout.flush()

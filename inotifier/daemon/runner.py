@@ -224,7 +224,7 @@ class Daemon:
         if self._hup:
             self._hup = False
             logger.info("reconcile requested")
-            self.reconcile(force=True)
+            self.reconcile(force=True, announce=True)
         self.process_events(deadline=time.monotonic() + SLICE_SECONDS)
         now = time.monotonic()
         if self.pending_dir_moves and not self.reader.chunks and not self._ready:
@@ -371,16 +371,21 @@ class Daemon:
             if watch.state == MISSING and os.path.lexists(watch.root):
                 watch.start(self.table)
 
-    def progress(self, watch: ActiveWatch, added: int, done: bool = False) -> None:
-        """Report progress of a large recursive set-up (logged and shown in the status)."""
-        now = time.monotonic()
-        started = getattr(watch, "_progress_started", None)
-        if started is None:
-            started = watch._progress_started = now  # type: ignore[attr-defined]
-        rate = added / max(now - started, 1e-6)
+    def progress(
+        self, watch: ActiveWatch, added: int, done: bool = False, started: float | None = None
+    ) -> None:
+        """Report progress of a large recursive set-up (logged and shown in the status).
+
+        ``started`` is the ``time.monotonic()`` at which this set-up began.
+        """
+        elapsed = time.monotonic() - started if started is not None else 0.0
+        rate = added / elapsed if elapsed > 0 else 0.0
         if done:
             self.progress_text = ""
-            logger.info("watched %d directories under %s", added, watch.root)
+            logger.info(
+                "watched %d directories under %s in %.1f s (%.0f/s)",
+                added, watch.root, elapsed, rate,
+            )
         else:
             self.progress_text = f"{watch.root}: {added} directories watched ({rate:.0f}/s)"
             logger.info("%s", self.progress_text)
@@ -439,10 +444,16 @@ class Daemon:
             self._rows = rows
         return self.row_specs.build(self._rows or [])
 
-    def reconcile(self, force: bool = False) -> reconcile_mod.Plan:
-        """Make the active watches equal to the desired ones, touching only the differences."""
+    def reconcile(self, force: bool = False, announce: bool = False) -> reconcile_mod.Plan:
+        """Make the active watches equal to the desired ones, touching only the differences.
+
+        ``announce`` (a SIGHUP, i.e. systemd's ExecReload) wraps it in sd_notify
+        RELOADING=1 / READY=1; the routine reconciles of the poll do not, so the
+        unit does not flip to "reloading" at every admin change.
+        """
         started = time.perf_counter()
-        self.notify("RELOADING=1")
+        if announce:
+            self.notify("RELOADING=1")
         version = self.read_version()
         if force:
             self.row_specs.clear()
@@ -462,7 +473,8 @@ class Daemon:
                 elapsed, len(plan.add), len(plan.remove), len(plan.update), len(plan.unchanged),
             )
         self._status_dirty = True
-        self.notify("READY=1")
+        if announce:
+            self.notify("READY=1")
         try:
             inotifier_signals.reconciled.send(sender=self.__class__, daemon=self, changes=plan.summary())
         except Exception:

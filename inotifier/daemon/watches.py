@@ -292,6 +292,7 @@ class ActiveWatch:
         stack = [top]
         excludes = self.excludes
         progress = self.daemon.progress
+        started = time.monotonic()
         paths = self.paths
         nodes = table.nodes
         fd = table.inotify.fd
@@ -355,10 +356,10 @@ class ActiveWatch:
                         continue
                 added += 1
                 if not added % 10000:
-                    progress(self, added)
+                    progress(self, added, started=started)
                 stack.append(path)
         if added >= 10000:
-            progress(self, added, done=True)
+            progress(self, added, done=True, started=started)
         return failure
 
     @staticmethod

@@ -7,11 +7,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 
 
 class Command(BaseCommand):
-    help = _(
+    help = gettext_lazy(  # type: ignore[assignment]
         "Delete event log rows older than INOTIFIER_EVENT_LOG_MAX_AGE seconds and beyond the "
         "newest INOTIFIER_EVENT_LOG_MAX_ROWS rows, in small batches (each its own short "
         "statement, so the daemon keeps writing meanwhile)."

@@ -9,12 +9,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from ...conf import app_settings
 
 
 class Command(BaseCommand):
-    help = _(
+    help = gettext_lazy(  # type: ignore[assignment]
         "Reconcile the watches now: bump the configuration version (every daemon on every "
         "host sees it at its next poll) and send SIGHUP to this host's daemon if one runs."
     )
@@ -28,7 +29,7 @@ class Command(BaseCommand):
         try:
             ConfigVersion.bump()
             did.append(
-                _("configuration version bumped to %d (all daemons reconcile at their next poll)")
+                _("Configuration version bumped to %d (all daemons reconcile at their next poll).")
                 % ConfigVersion.current()
             )
         except DatabaseError as exc:
@@ -36,10 +37,10 @@ class Command(BaseCommand):
         pid = running_pid(app_settings.pid_file)
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
-            did.append(_("SIGHUP sent to the local daemon (pid %d)") % pid)
+            did.append(_("SIGHUP sent to the local daemon (pid %d).") % pid)
         else:
-            did.append(_("no daemon runs on this host"))
+            did.append(_("No daemon runs on this host."))
         if len(did) == 1 and pid is None:
             raise CommandError(_("Nothing reloaded: the database is unavailable and no daemon runs."))
         for line in did:
-            self.stdout.write(self.style.SUCCESS(line[0].upper() + line[1:] + "."))
+            self.stdout.write(self.style.SUCCESS(line))

@@ -8,13 +8,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from ...checks import watch_path_problems
 from ...daemon.pidfile import AlreadyRunning, PidFileError
 
 
 class Command(BaseCommand):
-    help = _(
+    help = gettext_lazy(  # type: ignore[assignment]
         "Start the inotifier daemon that watches INOTIFIER_WATCH_PATHS and the WatchPath rows. "
         "It detaches and returns once the daemon is watching, unless --foreground is given."
     )

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from ...conf import app_settings
 from ...masks import describe_mask
@@ -18,7 +19,7 @@ EXIT_NOT_RUNNING = 3
 
 
 class Command(BaseCommand):
-    help = _(
+    help = gettext_lazy(  # type: ignore[assignment]
         "Show whether the inotifier daemon runs on this host, and the state of every watch. "
         "Exit status 0 when it runs, 3 when it does not (LSB)."
     )
@@ -80,7 +81,7 @@ class Command(BaseCommand):
                 states = states.filter(host=host)
             rows = [
                 (
-                    s.state.upper(), s.source, s.path, describe_mask(s.mask), s.processor,
+                    str(s.get_state_display()).upper(), s.source, s.path, describe_mask(s.mask), s.processor,
                     str(s.kernel_watches), str(s.events),
                     s.last_event.strftime("%Y-%m-%d %H:%M:%S") if s.last_event else "-",
                     s.message,

@@ -6,10 +6,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 
 class Command(BaseCommand):
-    help = _(
+    help = gettext_lazy(  # type: ignore[assignment]
         "Stop the inotifier daemon: SIGTERM, wait, then SIGKILL. Only a process that holds "
         "the pid file's lock (a real inotifier daemon) is ever signalled."
     )
