@@ -82,6 +82,12 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def load_average() -> str:
+    """1, 5 and 15 minute load averages (other work on the machine skews
+    every figure: compare with the number of cores)."""
+    return " / ".join(_read("/proc/loadavg").split()[:3])
+
+
 def _git(repo: str) -> str:
     out = subprocess.run(
         ["git", "-C", repo, "describe", "--always", "--dirty", "--tags"],
@@ -98,6 +104,7 @@ def facts(repo: str, shm: str, workdir: str) -> list[tuple[str, str]]:
         ("cores (nproc / online)", f"{affinity} / {os.cpu_count()}"),
         ("CPU", _cpu_model()),
         ("memory", _mem_total()),
+        ("load average 1/5/15 min, at start", load_average()),
         ("kernel", f"{platform.system()} {platform.release()} {platform.machine()}"),
     ]
     rows += [(f"fs.inotify.{n}", _read(f"/proc/sys/fs/inotify/{n}")) for n in INOTIFY_LIMITS]

@@ -57,9 +57,7 @@ def table(result: ScenarioResult) -> str:
             for base in result.baselines:
                 theirs = stat(result.row(base), primary.key)
                 cells.append(f"{mine / theirs:.2f}x" if mine is not None and theirs else "—")
-        cells += [
-            m.format(stat(row, m.key)) if values(row, m.key) else "—" for m in result.secondary
-        ]
+        cells += [m.format(stat(row, m.key)) if values(row, m.key) else "—" for m in result.secondary]
         cells.append(str(len(row.samples)))
         note = []
         if row.skipped is not None:
@@ -150,9 +148,7 @@ def _t3_rows(r: dict[str, ScenarioResult]) -> tuple[bool, str]:
         rows = _get(r, "burst", name, "rows_per_s")
         late = _get(r, "burst", name, "rows_complete_after_end_s", "max")
         ok = ok and rows >= 20_000 and rows >= 2 * bulk and late <= 5.0
-        parts.append(
-            f"{name} {rows:,.0f} rows/s ({rows / bulk:.2f}x bulk_create), last row +{late:.2f} s"
-        )
+        parts.append(f"{name} {rows:,.0f} rows/s ({rows / bulk:.2f}x bulk_create), last row +{late:.2f} s")
     return ok, "; ".join(parts)
 
 
@@ -164,8 +160,7 @@ def _t4(r: dict[str, ScenarioResult]) -> tuple[bool, str]:
     ok = hup < 50 and cmd < 50 and row <= poll + 100
     return (
         ok,
-        f"SIGHUP p95 {hup:.1f} ms, command p95 {cmd:.1f} ms, "
-        f"row change {row:.0f} ms (poll {poll:.0f} ms)",
+        f"SIGHUP p95 {hup:.1f} ms, command p95 {cmd:.1f} ms, row change {row:.0f} ms (poll {poll:.0f} ms)",
     )
 
 
@@ -176,9 +171,7 @@ def _t5(r: dict[str, ScenarioResult]) -> tuple[bool, str]:
 
 
 def _t6(r: dict[str, ScenarioResult]) -> tuple[bool, str]:
-    ratio = _get(r, "recursive", "project", "setup_s") / _get(
-        r, "recursive", "inotifywait", "setup_s"
-    )
+    ratio = _get(r, "recursive", "project", "setup_s") / _get(r, "recursive", "inotifywait", "setup_s")
     per_watch = _get(r, "recursive", "project", "bytes_per_watch")
     return (
         ratio <= 1.5 and per_watch <= 600,

@@ -55,20 +55,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per contender (default 5, 1 with --quick)")
     p.add_argument("--only", help="comma-separated contender names (default: all)")
     p.add_argument("--scenarios", help=f"comma-separated, from {','.join(names)} (default: all)")
-    p.add_argument(
-        "--files", type=int, help="burst: files for the fast contenders (default 100000)"
-    )
-    p.add_argument(
-        "--db-files", type=int, help="burst: files for the database contenders (default 20000)"
-    )
+    p.add_argument("--files", type=int, help="burst: files for the fast contenders (default 100000)")
+    p.add_argument("--db-files", type=int, help="burst: files for the database contenders (default 20000)")
     p.add_argument("--dirs", type=int, help="recursive: directories in the tree (default 50000)")
     p.add_argument("--quick", action="store_true", help="small sizes, 1 run: a smoke test")
-    p.add_argument(
-        "--opt", action="append", default=[], metavar="KEY=VALUE", help="passed to contenders"
-    )
-    p.add_argument(
-        "--write-results", action="store_true", help=f"rewrite {os.path.relpath(RESULTS, REPO)}"
-    )
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="passed to contenders")
+    p.add_argument("--write-results", action="store_true", help=f"rewrite {os.path.relpath(RESULTS, REPO)}")
     p.add_argument("--list", action="store_true", help="list scenarios and contenders, then exit")
     args = p.parse_args(argv)
     if args.runs is None:
@@ -154,7 +146,7 @@ def main(argv: list[str]) -> int:
         facts = machine.facts(REPO, shm, workdir)
         results: dict[str, ScenarioResult] = {}
         for scenario in args.scenario_list:
-            chosen = select(scenario.kind, only)
+            chosen = [c for c in select(scenario.kind, only) if c.cost in scenario.costs]
             if not chosen:
                 continue
             if scenario.name == "recursive":
@@ -162,12 +154,11 @@ def main(argv: list[str]) -> int:
                 env.tree = os.path.join(shm, "tree")
                 env.tree_dirs = build_tree(env.tree, env.sizes.dirs)
                 took = time.monotonic() - t
-                env.log(
-                    f"[recursive] tree of {env.tree_dirs - 1:,} directories built in {took:.1f} s"
-                )
+                env.log(f"[recursive] tree of {env.tree_dirs - 1:,} directories built in {took:.1f} s")
             env.log(f"== {scenario.name}: {', '.join(c.name for c in chosen)} x {args.runs}")
             results[scenario.name] = run_scenario(env, scenario, chosen, args.runs)
         elapsed = time.monotonic() - started
+        facts.insert(4, ("load average 1/5/15 min, at end", machine.load_average()))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -66,9 +66,7 @@ def _disable_eager_debug_string() -> None:
 
     def raw_event_init(self: Any, wd: int, mask: int, cookie: int, name: str) -> None:
         self._str = None
-        pyinotify._Event.__init__(
-            self, {"wd": wd, "mask": mask, "cookie": cookie, "name": name.rstrip("\0")}
-        )
+        pyinotify._Event.__init__(self, {"wd": wd, "mask": mask, "cookie": cookie, "name": name.rstrip("\0")})
 
     pyinotify._RawEvent.__init__ = raw_event_init
 
