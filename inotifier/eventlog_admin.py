@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import CharField, Count, F, Max, Min, QuerySet
-from django.db.models.functions import Substr, TruncMinute
+from django.db.models import F, Max, Min, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.functional import cached_property
+from django.utils.functional import SimpleLazyObject, cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -73,8 +74,6 @@ def estimate_count(qs: QuerySet[Any]) -> int | None:
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
-        import json
-
         plan = json.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
 
@@ -118,6 +117,13 @@ def _next(start: datetime, kind: str) -> datetime:
     return start + timedelta(days=1)
 
 
+#: Bounds no event's timestamp is outside of. A probe bounded by them reads the
+#: (timestamp, id) index in order on SQLite, whose planner otherwise prefers the
+#: index of an equality filter (host, event) and sorts every match for LIMIT 1.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 class EventLogQuerySet(QuerySet[EventLog]):
     """EventLog queryset for the admin: Min/Max and ``datetimes()`` without full scans.
 
@@ -125,41 +131,73 @@ class EventLogQuerySet(QuerySet[EventLog]):
     (SQLite cannot take both from an index in one query) and for
     ``datetimes(field, "day")`` (a ``SELECT DISTINCT`` over every row of the
     month). Here both are answered by ordered ``LIMIT 1`` probes on the
-    timestamp index: two for Min/Max, one per bucket that holds rows.
+    (timestamp, id) index: two for Min/Max, one per bucket that holds rows.
+
+    ``probe_base``, when set (the admin sets it to the list before the search
+    was applied), answers those questions instead of the queryset itself: a
+    substring search cannot use an index, and probing with it would read the
+    table once per probe. The date links then show the days with events rather
+    than the days with matching events.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.probe_base: QuerySet[EventLog] | None = None
+
+    def _clone(self) -> Any:
+        clone = super()._clone()  # type: ignore[misc]
+        clone.probe_base = self.probe_base
+        return clone
 
     def _probe_ok(self) -> bool:
         query = self.query
         return not (query.is_sliced or query.distinct or query.combinator or query.group_by)
 
+    def _probe_qs(self) -> QuerySet[EventLog]:
+        return self.probe_base if self.probe_base is not None else self
+
+    def _edge(self, name: str, last: bool, lower: Any = None) -> Any:
+        """Return the smallest (``last``: largest) value of column ``name``, at least ``lower``."""
+        qs = self._probe_qs().exclude(**{f"{name}__isnull": True})
+        field = self.model._meta.get_field(name)
+        if lower is not None:
+            qs = qs.filter(**{f"{name}__gte": lower})
+        if getattr(field, "get_internal_type", lambda: "")() == "DateTimeField":
+            use_tz = settings.USE_TZ
+            if lower is None and not last:
+                qs = qs.filter(**{f"{name}__gte": EARLIEST if use_tz else EARLIEST.replace(tzinfo=None)})
+            if last:
+                qs = qs.filter(**{f"{name}__lte": LATEST if use_tz else LATEST.replace(tzinfo=None)})
+            ordering: tuple[str, ...] = (f"-{name}", "-pk") if last else (name, "pk")
+        else:
+            ordering = (f"-{name}",) if last else (name,)
+        found = list(qs.order_by(*ordering).values_list(name, flat=True)[:1])
+        return found[0] if found else None
+
     def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Answer plain ``Min``/``Max`` of a column with two index probes; else aggregate."""
+        """Answer plain ``Min``/``Max`` of a column with one index probe each; else aggregate."""
         if args or not kwargs or not self._probe_ok():
             return super().aggregate(*args, **kwargs)
         plan = {}
         for key, agg in kwargs.items():
-            sources = agg.get_source_expressions() if isinstance(agg, (Min, Max)) else []
+            sources = (
+                [e for e in agg.get_source_expressions() if e is not None]  # filter slot: None
+                if isinstance(agg, (Min, Max))
+                else []
+            )
+            name = str(getattr(sources[0], "name", "")) if sources else ""
             if (
                 len(sources) != 1
                 or not isinstance(sources[0], F)
-                or "__" in str(getattr(sources[0], "name", "__"))
+                or not name
+                or "__" in name
                 or getattr(agg, "filter", None) is not None
                 or getattr(agg, "distinct", False)
                 or getattr(agg, "default", None) is not None
             ):
                 return super().aggregate(*args, **kwargs)
-            name = str(getattr(sources[0], "name", ""))
-            plan[key] = name if isinstance(agg, Min) else "-" + name
-        result = {}
-        for key, ordering in plan.items():
-            name = ordering.lstrip("-")
-            found = list(
-                self.exclude(**{f"{name}__isnull": True})
-                .order_by(ordering)
-                .values_list(name, flat=True)[:1]
-            )
-            result[key] = found[0] if found else None
-        return result
+            plan[key] = (name, isinstance(agg, Max))
+        return {key: self._edge(name, last) for key, (name, last) in plan.items()}
 
     def datetimes(self, field_name: str, kind: Any, order: Any = "ASC", tzinfo: Any = None) -> Any:
         """Return the year/month/day buckets holding rows, by one index probe per bucket.
@@ -171,19 +209,12 @@ class EventLogQuerySet(QuerySet[EventLog]):
             return super().datetimes(field_name, kind, order, tzinfo)
         use_tz = settings.USE_TZ
         tz = (tzinfo or timezone.get_current_timezone()) if use_tz else None
-        base = (
-            self.order_by(field_name)
-            .values_list(field_name, flat=True)
-            .exclude(**{f"{field_name}__isnull": True})
-        )
         buckets: list[datetime] = []
         lower: datetime | None = None
         for _i in range(MAX_DATE_PROBES):
-            probe = base if lower is None else base.filter(**{f"{field_name}__gte": lower})
-            found = list(probe[:1])
-            if not found:
+            value = self._edge(field_name, last=False, lower=lower)
+            if value is None:
                 break
-            value = found[0]
             if tz is not None and timezone.is_aware(value):
                 local = timezone.localtime(value, tz).replace(tzinfo=None)
             else:
@@ -204,41 +235,30 @@ class EventLogQuerySet(QuerySet[EventLog]):
 # -- charts ---------------------------------------------------------------------------
 
 
-def minute_counts(qs: QuerySet[EventLog], since: datetime, until: datetime) -> dict[datetime, int]:
-    """Return {minute start: events} for ``since <= timestamp < until`` in one grouped query.
+def range_counts(using: str, ranges: list[tuple[datetime, datetime]]) -> list[int]:
+    """Return the number of events with ``start <= timestamp < end`` for each range.
 
-    Keys are aware UTC datetimes (naive local ones when USE_TZ is False). On
-    SQLite the minute is cut from the stored text (its truncation functions are
-    Python callbacks, one call per row); elsewhere the database truncates.
+    One statement of ``SELECT COUNT(*) ... UNION ALL ...``: each part counts one
+    range of the timestamp index (no grouping, no per-row function, one round
+    trip), so the cost is that of reading the index entries in the ranges.
     """
-    rows = qs.filter(timestamp__gte=since, timestamp__lt=until).order_by()
-    connection = connections[qs.db]
-    use_tz = settings.USE_TZ
-    counts: dict[datetime, int] = {}
-    if connection.vendor == "sqlite":
-        grouped = (
-            rows.annotate(bucket=Substr("timestamp", 1, 16, output_field=CharField()))
-            .values("bucket")
-            .annotate(n=Count("pk"))
-        )
-        for row in grouped:
-            key = datetime.strptime(row["bucket"], "%Y-%m-%d %H:%M")
-            if use_tz:
-                key = key.replace(tzinfo=UTC)
-            counts[key] = counts.get(key, 0) + row["n"]
-        return counts
-    tzinfo = UTC if use_tz else None
-    for row in (
-        rows.annotate(bucket=TruncMinute("timestamp", tzinfo=tzinfo))
-        .values("bucket")
-        .annotate(n=Count("pk"))
-    ):
-        key = row["bucket"]
-        if key is None:
-            continue
-        if use_tz:
-            key = key.astimezone(UTC) if timezone.is_aware(key) else key.replace(tzinfo=UTC)
-        counts[key] = counts.get(key, 0) + row["n"]
+    if not ranges:
+        return []
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    table = qn(EventLog._meta.db_table)
+    column = qn(str(EventLog._meta.get_field("timestamp").column))
+    adapt = connection.ops.adapt_datetimefield_value
+    parts = []
+    params: list[Any] = []
+    for index, (start, end) in enumerate(ranges):
+        parts.append(f"SELECT {index}, COUNT(*) FROM {table} WHERE {column} >= %s AND {column} < %s")
+        params += [adapt(start), adapt(end)]
+    counts = [0] * len(ranges)
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        for index, n in cursor.fetchall():
+            counts[int(index)] = int(n)
     return counts
 
 
@@ -247,30 +267,31 @@ def chart_series(
 ) -> tuple[list[tuple[datetime, int]], list[tuple[datetime, int]]]:
     """Return (per minute over the last hour, per hour over the last day), oldest first.
 
-    Buckets are (start, count); hours are the current time zone's. One query
-    over the last day of rows, grouped by minute, feeds both.
+    Buckets are (start, count) over every event (whatever the list shows);
+    hours are the current time zone's. One statement counts them, reading each
+    index entry once: the last hour's part of the hourly buckets is summed from
+    the minutes.
     """
-    use_tz = settings.USE_TZ
     now = now or timezone.now()
     minute_now = now.replace(second=0, microsecond=0)
     minute_start = minute_now - timedelta(minutes=59)
-    if use_tz:
-        local = timezone.localtime(minute_now)
-        hour_now = local.replace(minute=0).astimezone(UTC)
+    if settings.USE_TZ:
+        # Local hours, stepped in absolute time (a DST change keeps them aligned).
+        hour_now = timezone.localtime(minute_now).replace(minute=0).astimezone(UTC)
     else:
         hour_now = minute_now.replace(minute=0)
     hour_start = hour_now - timedelta(hours=23)
-    counts = minute_counts(qs, min(hour_start, minute_start), minute_now + timedelta(minutes=1))
-    per_minute = [
-        (minute_start + timedelta(minutes=i), counts.get(minute_start + timedelta(minutes=i), 0))
-        for i in range(60)
-    ]
-    hours = [0] * 24
-    for key, n in counts.items():
-        index = int((key - hour_start) // timedelta(hours=1))
-        if 0 <= index < 24:
-            hours[index] += n
-    per_hour = [(hour_start + timedelta(hours=i), hours[i]) for i in range(24)]
+    minutes = [minute_start + timedelta(minutes=i) for i in range(61)]
+    hours = [hour_start + timedelta(hours=i) for i in range(24)]
+    # hours[22] (the previous hour) starts before the minute window and ends
+    # inside it (hour_now - 60 min < minute_start <= hour_now): count only its head.
+    ranges = list(pairwise(minutes)) + list(pairwise(hours[:23])) + [(hours[22], minute_start)]
+    counts = range_counts(qs.db, ranges)
+    per_minute = list(zip(minutes[:60], counts[:60], strict=True))
+    hourly = [*counts[60:82], counts[82], 0]
+    for start, n in per_minute:
+        hourly[22 if start < hour_now else 23] += n
+    per_hour = list(zip(hours, hourly, strict=True))
     return per_minute, per_hour
 
 
@@ -286,38 +307,47 @@ def bars_svg(
     fmt: str,
     title: str,
 ) -> str:
-    """Return an SVG bar chart of ``series`` of (bucket start, count); all text escaped."""
+    """Return an SVG bar chart of ``series`` of (bucket start, count); all text escaped.
+
+    A band at the top holds the scale ("max N"), one at the bottom the time
+    labels; the bars live between them, so no text covers a bar.
+    """
     top = max((c for _t, c in series), default=0) or 1
     n = len(series) or 1
     bar_w = width / n
-    chart_h = height - 18
+    header, footer = 14, 16
+    base = height - footer  # y of the bars' bottom
+    chart_h = base - header
     bars = []
     labels = []
     for i, (bucket, count) in enumerate(series):
         h = round(chart_h * count / top, 1)
         x = round(i * bar_w, 1)
         when = _local(bucket).strftime(fmt)
-        bars.append((x, round(chart_h - h, 1), max(round(bar_w - 1, 1), 1), h, when, count))
+        bars.append((x, round(base - h, 1), max(round(bar_w - 1, 1), 1), h, when, count))
         if i % label_every == 0:
-            labels.append((x, height - 4, when))
+            labels.append((x, height - 3, when))
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" class="inotifier-chart" role="img" '
-        'width="{}" height="{}" viewBox="0 0 {} {}"><title>{}</title>{}{}'
-        '<text x="{}" y="10" font-size="10" text-anchor="end" fill="#666">max {}</text></svg>',
+        'width="{}" height="{}" viewBox="0 0 {} {}"><title>{}</title>'
+        '<text x="{}" y="10" font-size="10" text-anchor="end" fill="#666">max {}</text>'
+        '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="#ccc" stroke-width="1"/>{}{}</svg>',
         width,
         height,
         width,
         height,
         title,
+        width - 2,
+        top,
+        base + 0.5,
+        width,
+        base + 0.5,
         format_html_join(
             "",
-            '<rect x="{}" y="{}" width="{}" height="{}" fill="#417690">'
-            "<title>{}: {}</title></rect>",
+            '<rect x="{}" y="{}" width="{}" height="{}" fill="#417690"><title>{}: {}</title></rect>',
             bars,
         ),
         format_html_join("", '<text x="{}" y="{}" font-size="10" fill="#666">{}</text>', labels),
-        width - 2,
-        top,
     )
 
 
@@ -325,9 +355,7 @@ def charts(qs: QuerySet[EventLog], now: datetime | None = None) -> dict[str, str
     """Return the SVG charts and totals: events per minute (last hour), per hour (last day)."""
     per_minute, per_hour = chart_series(qs, now)
     return {
-        "per_minute": bars_svg(
-            per_minute, 600, 110, 10, "%H:%M", str(_("Events per minute, last hour"))
-        ),
+        "per_minute": bars_svg(per_minute, 600, 110, 10, "%H:%M", str(_("Events per minute, last hour"))),
         "per_hour": bars_svg(per_hour, 480, 110, 4, "%H:00", str(_("Events per hour, last day"))),
         "total_hour": str(sum(c for _b, c in per_minute)),
         "total_day": str(sum(c for _b, c in per_hour)),
@@ -337,13 +365,31 @@ def charts(qs: QuerySet[EventLog], now: datetime | None = None) -> dict[str, str
 # -- filters ----------------------------------------------------------------------------
 
 
-class EventTypeFilter(admin.SimpleListFilter):
+class KeepValueFilter(admin.SimpleListFilter):
+    """A filter whose choices come from the data, that still applies a value no longer listed.
+
+    Django skips a filter without choices, so a link to a host or watch that has
+    no rows (any more) would silently show everything instead of nothing.
+    """
+
+    def choices_from_data(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        choices = self.choices_from_data(request, model_admin)
+        value = self.value()
+        if value and value not in {str(v) for v, _label in choices}:
+            choices.append((value, value))
+        return choices
+
+
+class EventTypeFilter(KeepValueFilter):
     """Filter by event name, whether it happened to a file or a directory."""
 
     title = _("event")
     parameter_name = "event"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def choices_from_data(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         names: dict[str, None] = {}
         for value in distinct_values(EventLog.objects.all(), "maskname"):
             names.setdefault(str(value).split("|", 1)[0], None)
@@ -372,13 +418,13 @@ class KindFilter(admin.SimpleListFilter):
         return queryset
 
 
-class HostFilter(admin.SimpleListFilter):
+class HostFilter(KeepValueFilter):
     """Filter by the host whose daemon saw the event."""
 
     title = _("host")
     parameter_name = "host"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def choices_from_data(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(h, h) for h in distinct_values(EventLog.objects.all(), "host")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
@@ -388,13 +434,13 @@ class HostFilter(admin.SimpleListFilter):
         return queryset
 
 
-class WatchFilter(admin.SimpleListFilter):
+class WatchFilter(KeepValueFilter):
     """Filter by watch: a WatchPath row (``r<pk>``) or a settings entry (``s:<path>``)."""
 
     title = _("watch")
     parameter_name = "watch"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def choices_from_data(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         rows = WatchPath.objects.order_by("path", "pk").values_list("pk", "path")
         choices = [(f"r{pk}", path) for pk, path in rows]
         labels = sorted({spec.label for spec in settings_specs() if spec.label})
@@ -457,6 +503,14 @@ class EventLogAdmin(admin.ModelAdmin):
             qs = qs.order_by(*ordering)
         return qs
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        searched, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term and isinstance(searched, EventLogQuerySet) and searched is not queryset:
+            searched.probe_base = queryset  # the date hierarchy probes without the search
+        return searched, may_have_duplicates
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -475,9 +529,7 @@ class EventLogAdmin(admin.ModelAdmin):
             else ""
         )
         if obj.src_pathname:
-            return format_html(
-                "{} <small>({} {})</small>{}", obj.pathname, _("from"), obj.src_pathname, note
-            )
+            return format_html("{} <small>({} {})</small>{}", obj.pathname, _("from"), obj.src_pathname, note)
         return format_html("{}{}", obj.pathname, note)
 
     @admin.display(description=_("watch"))
@@ -506,9 +558,8 @@ class EventLogAdmin(admin.ModelAdmin):
             if len(batch) < 1000:
                 break
 
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> Any:
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         extra_context = dict(extra_context or {})
-        extra_context["inotifier_charts"] = charts(EventLog.objects.all())
+        # Lazy: computed only when the list page is rendered (not for actions or redirects).
+        extra_context["inotifier_charts"] = SimpleLazyObject(lambda: charts(EventLog.objects.all()))
         return super().changelist_view(request, extra_context)

@@ -50,6 +50,14 @@ class TcpProxy:
         for sock in sockets:
             _kill(sock)
 
+    def cut(self) -> None:
+        """Cut the open connections and keep accepting new ones (a server-side idle timeout)."""
+        with self._lock:
+            sockets = list(self._sockets)
+            self._sockets.clear()
+        for sock in sockets:
+            _kill(sock)
+
     def up(self) -> None:
         """Forward connections again."""
         with self._lock:

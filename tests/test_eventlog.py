@@ -39,6 +39,11 @@ LIST = "tests.testapp.receivers.ListProcessor"
 IN_CREATE = BITS["IN_CREATE"]
 IN_ISDIR = BITS["IN_ISDIR"]
 
+needs_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the outage is PostgreSQL's connection refused; run with DATABASE_URL=postgres://...",
+)
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -57,9 +62,7 @@ class FakeWatch:
 
 
 def fake_event(pathname: str, mask: int = IN_CREATE, maskname: Any = "IN_CREATE") -> Any:
-    return InotifierEvent(
-        pathname=pathname, mask=mask, maskname=maskname, dir=bool(mask & IN_ISDIR)
-    )
+    return InotifierEvent(pathname=pathname, mask=mask, maskname=maskname, dir=bool(mask & IN_ISDIR))
 
 
 def make_rows(n: int, start: Any, step: timedelta, **fields: Any) -> list[EventLog]:
@@ -134,9 +137,7 @@ def test_both_paths_escaped_when_one_needs_it(transactional_db: Any) -> None:
 # -- the writer in this process --------------------------------------------------------------
 
 
-def test_offer_is_bounded_and_counts_drops(
-    transactional_db: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_offer_is_bounded_and_counts_drops(transactional_db: Any, caplog: pytest.LogCaptureFixture) -> None:
     writer = EventLogWriter("h", capacity=10, interval=3600, prune=False)
     for i in range(25):
         writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
@@ -215,9 +216,7 @@ def live(db: Any) -> Iterator[InProcessDaemon]:
         d.shutdown()
 
 
-def test_1000_real_events_are_written_in_a_handful_of_queries(
-    live: InProcessDaemon, watch_dir: Path
-) -> None:
+def test_1000_real_events_are_written_in_a_handful_of_queries(live: InProcessDaemon, watch_dir: Path) -> None:
     with override_settings(INOTIFIER_WATCH_PATHS=[[str(watch_dir), "IN_CREATE", LIST]]):
         live.reconcile(force=True)
     writer = live.event_log
@@ -247,9 +246,7 @@ def test_1000_real_events_are_written_in_a_handful_of_queries(
 
     rows = EventLog.objects.filter(host="testhost")
     assert rows.count() == 1000
-    assert set(rows.values_list("pathname", flat=True)) == {
-        str(watch_dir / f"f{i:04}") for i in range(1000)
-    }
+    assert set(rows.values_list("pathname", flat=True)) == {str(watch_dir / f"f{i:04}") for i in range(1000)}
     row = rows.first()
     assert row is not None
     assert (row.maskname, row.mask, row.is_dir, row.watch_id) == (
@@ -322,9 +319,7 @@ def test_prune_command(db: Any) -> None:
         call_command("inotifier_prune_events", "--max-rows", "-1")
 
 
-def test_writer_prunes_a_little_at_a_time(
-    transactional_db: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_writer_prunes_a_little_at_a_time(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     make_rows(300, timezone.now() - timedelta(days=30), timedelta(seconds=1))
     make_rows(50, timezone.now() - timedelta(minutes=5), timedelta(seconds=1))
     monkeypatch.setattr(eventlog_mod, "FIRST_PRUNE_DELAY", 0.0)
@@ -344,10 +339,7 @@ def test_writer_prunes_a_little_at_a_time(
 # -- the real daemon ---------------------------------------------------------------------------
 
 
-pytest_daemon = pytest.mark.daemon
-
-
-@pytest_daemon
+@pytest.mark.daemon
 def test_event_log_is_off_by_default(daemon: Daemon, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.start()
@@ -357,11 +349,9 @@ def test_event_log_is_off_by_default(daemon: Daemon, watch_dir: Path) -> None:
     assert EventLog.objects.count() == 0
 
 
-@pytest_daemon
+@pytest.mark.daemon
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_flushes_every_accepted_event(
-    daemon: Daemon, watch_dir: Path, signum: int
-) -> None:
+def test_stop_signal_flushes_every_accepted_event(daemon: Daemon, watch_dir: Path, signum: int) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
     # An hour between flushes (and 2 000 rows, under the early flush at half of
@@ -388,20 +378,15 @@ def test_stop_signal_flushes_every_accepted_event(
     assert (status.running, status.log_dropped) == (False, 0)
 
 
-@pytest_daemon
-def test_opt_out_per_watch_and_independence_from_the_processor(
-    daemon: Daemon, watch_dir: Path
-) -> None:
+@pytest.mark.daemon
+def test_opt_out_per_watch_and_independence_from_the_processor(daemon: Daemon, watch_dir: Path) -> None:
     dirs = {
-        name: watch_dir / name
-        for name in ("settings_on", "settings_off", "row_on", "row_off", "raising")
+        name: watch_dir / name for name in ("settings_on", "settings_off", "row_on", "row_off", "raising")
     }
     for d in dirs.values():
         d.mkdir()
     row_on = WatchPath.objects.create(path=str(dirs["row_on"]), mask=IN_CREATE, processor=SIGNALER)
-    WatchPath.objects.create(
-        path=str(dirs["row_off"]), mask=IN_CREATE, processor=SIGNALER, event_log=False
-    )
+    WatchPath.objects.create(path=str(dirs["row_off"]), mask=IN_CREATE, processor=SIGNALER, event_log=False)
     daemon.watch_paths = [
         [str(dirs["settings_on"]), "IN_CREATE", SIGNALER],
         [str(dirs["settings_off"]), "IN_CREATE", SIGNALER, {"event_log": False}],
@@ -427,7 +412,7 @@ def test_opt_out_per_watch_and_independence_from_the_processor(
     assert (on_settings.watch_id, on_settings.watch_label) == (None, str(dirs["settings_on"]))
 
 
-@pytest_daemon
+@pytest.mark.daemon
 def test_non_utf8_and_hostile_names_are_stored_losslessly(daemon: Daemon, watch_dir: Path) -> None:
     hostile_dir = watch_dir / "<script>alert(1)<"
     hostile_dir.mkdir()
@@ -461,7 +446,7 @@ def test_non_utf8_and_hostile_names_are_stored_losslessly(daemon: Daemon, watch_
     assert "Traceback" not in daemon.stderr_text()
 
 
-@pytest_daemon
+@pytest.mark.daemon
 def test_daemon_enforces_retention(daemon: Daemon, watch_dir: Path) -> None:
     now = timezone.now()
     make_rows(150, now - timedelta(hours=2), timedelta(seconds=1))
@@ -488,9 +473,7 @@ def proxy(daemon: Daemon) -> Iterator[TcpProxy]:
     """A proxy to the test database that the daemon's DATABASE_URL points at."""
     from django.db import connection as conn
 
-    p = TcpProxy(
-        (conn.settings_dict["HOST"] or "127.0.0.1", int(conn.settings_dict["PORT"] or 5432))
-    )
+    p = TcpProxy((conn.settings_dict["HOST"] or "127.0.0.1", int(conn.settings_dict["PORT"] or 5432)))
     daemon.db_url = p.url_for(database_url())
     yield p
     p.close()
@@ -519,15 +502,14 @@ def _outage(daemon: Daemon, watch_dir: Path, proxy: TcpProxy, files: int) -> set
     return names
 
 
-@pytest_daemon
+@pytest.mark.daemon
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL")
-def test_database_outage_delays_rows_but_loses_none(
-    daemon: Daemon, watch_dir: Path, proxy: TcpProxy
-) -> None:
+@needs_postgres
+def test_database_outage_delays_rows_but_loses_none(daemon: Daemon, watch_dir: Path, proxy: TcpProxy) -> None:
     _start_logging_daemon(daemon, watch_dir, proxy)
     names = _outage(daemon, watch_dir, proxy, 200)
-    time.sleep(1.0)  # let the writer retry (and fail) a few times; not an assertion
+    refused = proxy.refused
+    wait_for(lambda: proxy.refused >= refused + 3, 30)  # the daemon keeps retrying
     assert EventLog.objects.count() == 5
     proxy.up()
     wait_for(lambda: EventLog.objects.count() == 205, 60)
@@ -539,9 +521,9 @@ def test_database_outage_delays_rows_but_loses_none(
     assert EventLog.objects.count() == 205
 
 
-@pytest_daemon
+@pytest.mark.daemon
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL")
+@needs_postgres
 def test_database_outage_over_the_bound_drops_and_counts(
     daemon: Daemon, watch_dir: Path, proxy: TcpProxy
 ) -> None:
@@ -557,3 +539,16 @@ def test_database_outage_over_the_bound_drops_and_counts(
     wait_for(lambda: "80 in total" in daemon.stderr_text(), 30)
     assert daemon.stop().returncode == 0
     assert EventLog.objects.count() == 25
+
+
+@pytest.mark.daemon
+@pytest.mark.postgres_only
+@needs_postgres
+def test_a_connection_dropped_while_idle_is_replaced_at_once(
+    daemon: Daemon, watch_dir: Path, proxy: TcpProxy
+) -> None:
+    _start_logging_daemon(daemon, watch_dir, proxy)
+    proxy.cut()  # as a server's idle_session_timeout would
+    (watch_dir / "after-cut").touch()
+    wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "after-cut")).exists(), 20)
+    assert "event log: database unavailable" not in daemon.stderr_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
@@ -141,6 +142,10 @@ def test_filters(admin_client: Client, rows: dict[str, Any], settings: Any) -> N
         rows["moved"].pk,
     }
     assert listed(admin_client, event="IN_CREATE", kind="file", host="alpha") == [rows["file"]]
+    # A value with no rows (a host gone, a watch removed from settings) shows nothing, not all.
+    assert listed(admin_client, host="nobody") == []
+    assert listed(admin_client, watch="s:/gone") == []
+    assert listed(admin_client, event="IN_ACCESS") == []
 
 
 def test_search_by_path(admin_client: Client, rows: dict[str, Any]) -> None:
@@ -173,9 +178,7 @@ def test_datetimes_and_min_max_probes_match_django(db: Any, tz: str) -> None:
         fast = EventLogQuerySet(EventLog)
         slow = EventLog.objects.all()
         for kind in ("year", "month", "day"):
-            assert fast.datetimes("timestamp", kind) == list(slow.datetimes("timestamp", kind)), (
-                kind
-            )
+            assert fast.datetimes("timestamp", kind) == list(slow.datetimes("timestamp", kind)), kind
             assert fast.datetimes("timestamp", kind, "DESC") == list(
                 slow.datetimes("timestamp", kind, "DESC")
             )
@@ -187,12 +190,14 @@ def test_datetimes_and_min_max_probes_match_django(db: Any, tz: str) -> None:
             first=Min("timestamp"), last=Max("timestamp")
         )
         assert fast.none().aggregate(first=Min("timestamp")) == {"first": None}
+        with CaptureQueriesContext(connection) as queries:
+            fast.aggregate(first=Min("timestamp"), last=Max("timestamp"))
+            fast.datetimes("timestamp", "month")
+        assert all("LIMIT 1" in q["sql"] for q in queries.captured_queries)
     assert EventLogQuerySet(EventLog).filter(pk=-1).datetimes("timestamp", "day") == []
 
 
-def test_list_page_never_counts_or_scans_the_whole_table(
-    admin_client: Client, rows: dict[str, Any]
-) -> None:
+def test_list_page_never_counts_or_scans_the_whole_table(admin_client: Client, rows: dict[str, Any]) -> None:
     for params in (
         {},
         {"event": "IN_CREATE"},
@@ -207,23 +212,33 @@ def test_list_page_never_counts_or_scans_the_whole_table(
             if "INOTIFIER_EVENTLOG" not in sql:
                 continue
             assert "DISTINCT" not in sql, sql
+            assert "MIN(" not in sql and "MAX(" not in sql, sql  # index probes instead
             if "COUNT(" in sql:
                 # Either capped (a LIMIT inside) or a chart over a time range.
                 assert "LIMIT" in sql or '"TIMESTAMP" >=' in sql, sql
+
+
+def test_search_is_not_repeated_in_the_date_hierarchy_probes(
+    admin_client: Client, rows: dict[str, Any]
+) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        assert [r.pk for r in listed(admin_client, q="report")] == [rows["file"].pk]
+    probes = [q["sql"] for q in queries.captured_queries if q["sql"].endswith("LIMIT 1")]
+    assert probes
+    assert not [sql for sql in probes if "LIKE" in sql.upper()]
+    searched = [q["sql"] for q in queries.captured_queries if "LIKE" in q["sql"].upper()]
+    assert len(searched) == 2  # the capped count and the page itself
 
 
 def test_paginator_counts_exactly_up_to_a_limit(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eventlog_admin, "EXACT_COUNT_LIMIT", 30)
     now = timezone.now()
     EventLog.objects.bulk_create(
-        EventLog(timestamp=now, pathname=f"/p{i}", mask=1, maskname="IN_ACCESS", host="h")
-        for i in range(45)
+        EventLog(timestamp=now, pathname=f"/p{i}", mask=1, maskname="IN_ACCESS", host="h") for i in range(45)
     )
     assert EstimatedCountPaginator(EventLog.objects.filter(pk__lt=0), 10).count == 0
     assert EstimatedCountPaginator(EventLog.objects.all()[:20], 10).count == 20
-    assert (
-        EstimatedCountPaginator(EventLog.objects.filter(pathname__startswith="/p1"), 10).count == 11
-    )
+    assert EstimatedCountPaginator(EventLog.objects.filter(pathname__startswith="/p1"), 10).count == 11
     big = EstimatedCountPaginator(EventLog.objects.all(), 10).count
     if connection.vendor == "postgresql":
         assert big >= 31  # the planner's estimate, never below what was counted
@@ -273,15 +288,36 @@ def test_chart(admin_client: Client, db: Any) -> None:
 
     response = admin_client.get(reverse(CHANGELIST))
     html = response.content.decode()
-    charts = html[
-        html.index('id="inotifier-charts"') : html.index("</figure>", html.index("per hour"))
-    ]
+    charts = html[html.index('id="inotifier-charts"') : html.index("</figure>", html.index("per hour"))]
     assert charts.count("<svg") == 2
     assert "Events per minute, last hour (4)" in html
     assert "Events per hour, last day (5)" in html
     assert len(re.findall(r"<rect ", charts)) == 60 + 24
     assert "<script" not in html.split('id="inotifier-charts"')[1].split("</svg>")[0]
     assert not re.search(r"<script[^>]+src=\"(https?:)?//", html)  # nothing from a CDN
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata"])
+@pytest.mark.parametrize("minute", [0, 1, 30, 59])
+def test_chart_counts_match_a_direct_count(db: Any, tz: str, minute: int) -> None:
+    now = datetime(2024, 7, 1, 15, minute, 42, tzinfo=UTC)
+    rng = random.Random(minute)
+    EventLog.objects.bulk_create(
+        EventLog(
+            timestamp=now - timedelta(seconds=rng.uniform(-600, 26 * 3600)),
+            pathname=f"/r{i}",
+            mask=IN_CREATE,
+            maskname="IN_CREATE",
+            host="h",
+        )
+        for i in range(400)
+    )
+    with timezone.override(zoneinfo.ZoneInfo(tz)):
+        per_minute, per_hour = chart_series(EventLog.objects.all(), now)
+    for series, step in ((per_minute, timedelta(minutes=1)), (per_hour, timedelta(hours=1))):
+        for start, n in series:
+            end = min(start + step, now.replace(second=0, microsecond=0) + timedelta(minutes=1))
+            assert n == EventLog.objects.filter(timestamp__gte=start, timestamp__lt=end).count(), start
 
 
 @pytest.mark.parametrize("tz", ["Asia/Kolkata", "America/New_York"])
@@ -340,9 +376,7 @@ def test_view_permission_cannot_delete(rows: dict[str, Any]) -> None:
 def test_delete_with_permission(rows: dict[str, Any]) -> None:
     client = staff(["view_eventlog", "delete_eventlog"])
     selected = [rows["file"].pk, rows["dir"].pk]
-    confirm = client.post(
-        reverse(CHANGELIST), {"action": "delete_selected", "_selected_action": selected}
-    )
+    confirm = client.post(reverse(CHANGELIST), {"action": "delete_selected", "_selected_action": selected})
     assert confirm.status_code == 200
     assert "2 events" in confirm.content.decode()
     done = client.post(
@@ -370,9 +404,7 @@ def test_hostile_file_name_is_text_never_markup(admin_client: Client, db: Any) -
         admin_client.get(reverse(CHANGELIST)),
         admin_client.get(reverse(CHANGELIST), {"q": "script"}),
         admin_client.get(reverse("admin:inotifier_eventlog_change", args=[row.pk])),
-        admin_client.post(
-            reverse(CHANGELIST), {"action": "delete_selected", "_selected_action": [row.pk]}
-        ),
+        admin_client.post(reverse(CHANGELIST), {"action": "delete_selected", "_selected_action": [row.pk]}),
     ]
     for response in pages:
         html = response.content.decode()

@@ -44,6 +44,8 @@ DROP_REPORT_INTERVAL = 5.0
 #: Seconds the writer keeps trying to write what is buffered when the daemon stops.
 #: Below the 10 s after which ``inotifier_stop`` sends SIGKILL.
 FINAL_FLUSH_SECONDS = 8.0
+#: Seconds without rows after which the writer closes its database connection.
+IDLE_CLOSE_SECONDS = 10.0
 #: Errors that mean "the database cannot be reached (or is not ready)": the rows wait.
 #: Any other error is blamed on the rows themselves (see ``EventLogWriter._store``).
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, ProgrammingError)
@@ -96,9 +98,7 @@ def prune_step(
     if max_rows and max_rows > 0:
         # The newest row beyond the first max_rows: it and everything older goes.
         first_gone = list(
-            objects.order_by("-timestamp", "-id").values_list("timestamp", "id")[
-                max_rows : max_rows + 1
-            ]
+            objects.order_by("-timestamp", "-id").values_list("timestamp", "id")[max_rows : max_rows + 1]
         )
         if first_gone:
             ts, pk = first_gone[0]
@@ -176,7 +176,8 @@ class EventLogWriter(threading.Thread):
         super().__init__(name="inotifier-eventlog", daemon=True)
         self.host = host[:255]
         self.capacity = max(1, int(capacity or app_settings.INOTIFIER_EVENT_LOG_BUFFER))
-        self.interval = float(interval or app_settings.INOTIFIER_EVENT_LOG_FLUSH_INTERVAL)
+        # A floor, so a zero or negative setting cannot make the thread spin.
+        self.interval = max(0.01, float(interval or app_settings.INOTIFIER_EVENT_LOG_FLUSH_INTERVAL))
         self.prune = prune
         self.using = using
         self.rows: deque[Row] = deque()
@@ -193,6 +194,7 @@ class EventLogWriter(threading.Thread):
         self._flushed = threading.Event()
         self._outage_since: float | None = None
         self._next_prune = time.monotonic() + FIRST_PRUNE_DELAY
+        self._last_db_use = 0.0
         self._prune_running = 0
         self._dropped_reported = 0
         self._next_drop_report = 0.0
@@ -260,13 +262,32 @@ class EventLogWriter(threading.Thread):
             self._flushed.set()
 
     def _refresh_connection(self) -> None:
-        """Drop this thread's connection when broken or too old (never inside an atomic block).
+        """Drop this thread's connection if an error left it unusable.
 
-        A test may call ``flush`` from its own thread, inside the test's transaction.
+        The connection is kept between flushes (CONN_MAX_AGE is about requests;
+        reconnecting four times a second would cost more than the inserts) and
+        closed after IDLE_CLOSE_SECONDS without rows (see ``_close_if_idle``).
+        Never inside an atomic block: a test may call ``flush`` from its own
+        thread, inside the test's transaction.
         """
         connection = connections[self.using]
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
+        if (
+            connection.connection is not None
+            and not connection.in_atomic_block
+            and connection.errors_occurred
+            and not connection.is_usable()
+        ):
+            connection.close()
+
+    def _close_if_idle(self) -> None:
+        connection = connections[self.using]
+        if (
+            connection.connection is not None
+            and not connection.in_atomic_block
+            and time.monotonic() - self._last_db_use >= IDLE_CLOSE_SECONDS
+        ):
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def _backoff(self) -> float:
         assert self._outage_since is not None
@@ -277,14 +298,19 @@ class EventLogWriter(threading.Thread):
         self.flush(deadline=time.monotonic() + DRAIN_SLICE)
         if self.prune and self._outage_since is None and time.monotonic() >= self._next_prune:
             self._prune()
+        if not self.rows:
+            self._close_if_idle()
 
     def _prune(self) -> None:
         now = time.monotonic()
         self._next_prune = now + PRUNE_INTERVAL
         try:
             self._refresh_connection()
+            self._last_db_use = now
             deleted, done = prune_step(deadline=now + PRUNE_BUDGET, using=self.using)
         except DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                connections[self.using].close()
             logger.warning("event log: pruning failed, retried in %.0f s: %s", PRUNE_INTERVAL, exc)
             return
         self.pruned += deleted
@@ -391,11 +417,7 @@ class EventLogWriter(threading.Thread):
                 path_text, src_text, escaped = _escape_pair(pathname, src)
                 objs.append(
                     EventLog(
-                        timestamp=(
-                            datetime.fromtimestamp(ts, UTC)
-                            if use_tz
-                            else datetime.fromtimestamp(ts)
-                        ),
+                        timestamp=(datetime.fromtimestamp(ts, UTC) if use_tz else datetime.fromtimestamp(ts)),
                         pathname=path_text,
                         src_pathname=src_text,
                         escaped=escaped,
@@ -409,23 +431,24 @@ class EventLogWriter(threading.Thread):
                 )
         except Exception as exc:  # a row we cannot even build
             return exc
-        try:
-            self._refresh_connection()
-            with transaction.atomic(using=self.using):
-                EventLog.objects.using(self.using).bulk_create(objs, batch_size=BATCH_SIZE)
-        except OUTAGE_ERRORS as exc:
-            if self._outage_since is None:
-                self._outage_since = time.monotonic()
-                logger.warning(
-                    "event log: database unavailable (%s); %d rows wait and are retried",
-                    str(exc).strip(),
-                    self.pending,
-                )
-            with contextlib.suppress(Exception):
-                connections[self.using].close()
-            return exc
-        except Exception as exc:
-            return exc
+        connection = connections[self.using]
+        for attempt in (1, 2):
+            reused = connection.connection is not None
+            self._last_db_use = time.monotonic()
+            try:
+                self._refresh_connection()
+                with transaction.atomic(using=self.using):
+                    EventLog.objects.using(self.using).bulk_create(objs, batch_size=BATCH_SIZE)
+            except OUTAGE_ERRORS as exc:
+                if not connection.in_atomic_block:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                if attempt == 1 and reused and self._outage_since is None:
+                    continue  # a connection the server dropped while idle: one retry, at once
+                return self._outage(exc)
+            except Exception as exc:
+                return exc
+            break
         if self._outage_since is not None:
             logger.warning(
                 "event log: database back after %.1f s; writing %d waiting rows",
@@ -436,6 +459,16 @@ class EventLogWriter(threading.Thread):
         self.written += len(objs)
         self.finished += len(objs)
         return None
+
+    def _outage(self, exc: BaseException) -> BaseException:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            logger.warning(
+                "event log: database unavailable (%s); %d rows wait and are retried",
+                str(exc).strip(),
+                self.pending,
+            )
+        return exc
 
     def stop(self, timeout: float = FINAL_FLUSH_SECONDS + 2.0) -> None:
         """Write what is buffered (retrying up to FINAL_FLUSH_SECONDS) and stop the thread."""
@@ -448,6 +481,9 @@ class EventLogWriter(threading.Thread):
                     timeout,
                     self.pending,
                 )
+            else:
+                # _flushed is set in run()'s finally: the thread ends a moment later.
+                self.join(1.0)
         elif self.rows:
             # Never started (or already gone): write from this thread.
             self._final_flush()
