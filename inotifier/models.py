@@ -278,7 +278,8 @@ class WatchState(models.Model):
 class EventLog(models.Model):
     """One inotify event recorded by the daemon (when INOTIFIER_EVENT_LOG is on)."""
 
-    timestamp = models.DateTimeField(_("time"), db_index=True)
+    # Indexed by Meta.indexes (newest first), which also serves range filters.
+    timestamp = models.DateTimeField(_("time"))
     pathname = models.TextField(_("path"))
     src_pathname = models.TextField(_("moved from"), blank=True)
     escaped = models.BooleanField(
@@ -289,20 +290,26 @@ class EventLog(models.Model):
         ),
     )
     mask = models.PositiveIntegerField(_("mask"))
-    maskname = models.CharField(_("event"), max_length=64, db_index=True)
+    maskname = models.CharField(_("event"), max_length=64)
     is_dir = models.BooleanField(_("directory"), default=False)
     watch = models.ForeignKey(
         WatchPath, verbose_name=_("watch"), null=True, blank=True,
         on_delete=models.SET_NULL, related_name="events", db_constraint=False,
     )
     watch_label = models.CharField(_("watch label"), max_length=4096, blank=True)
-    host = models.CharField(_("host"), max_length=255, db_index=True)
+    host = models.CharField(_("host"), max_length=255)
 
     class Meta:
         verbose_name = _("event")
-        verbose_name_plural = _("event log")
+        verbose_name_plural = _("events")
         ordering = ("-timestamp", "-id")
-        indexes = [models.Index(fields=["-timestamp", "-id"], name="inotifier_eventlog_recent")]
+        # Plain B-tree indexes (no PostgreSQL _like twins: filters are equality),
+        # each ending in the time so a filtered list is read newest first.
+        indexes = [
+            models.Index(fields=["-timestamp", "-id"], name="inotifier_eventlog_recent"),
+            models.Index(fields=["maskname", "-timestamp"], name="inotifier_eventlog_event"),
+            models.Index(fields=["host", "-timestamp"], name="inotifier_eventlog_host"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.maskname} {self.pathname}"

@@ -567,7 +567,13 @@ class Daemon:
                 "errors": self.errors,
                 "overflows": self.overflows,
                 "queue_peak": reader.peak if reader else 0,
-                "log_dropped": self.event_log.dropped if self.event_log else 0,
+                # Rows not in the table: buffer full, rejected by the database, or
+                # still unwritten when the writer had to give up at stop.
+                "log_dropped": (
+                    self.event_log.dropped + self.event_log.rejected + self.event_log.lost
+                    if self.event_log
+                    else 0
+                ),
                 "progress": self.progress_text[:255],
                 "message": self.message,
             }
