@@ -31,6 +31,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def alive(pid: int) -> bool:
+    """Return True while ``pid`` runs (a zombie does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ", 1)[1][0] != "Z"
+
+
 @pytest.fixture
 def watch_dir() -> Iterator[Path]:
     """A fresh directory to watch (on tmpfs when there is one, it is faster)."""

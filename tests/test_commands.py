@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, Daemon, wait_for
+from .conftest import ROOT, Daemon, alive, wait_for
 
 pytestmark = pytest.mark.daemon
 
 SIGNALER = "inotifier.event_processors.AllEventsSignaler"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split(") ", 1)[1][0] != "Z"
 
 
 def test_start_signals_and_stop(daemon: Daemon, watch_dir: Path) -> None:
@@ -110,7 +101,7 @@ def test_foreground_runs_attached_and_stops_on_sigterm(daemon: Daemon, watch_dir
     (watch_dir / "fg").touch()
     daemon.record.wait_path(watch_dir / "fg", "IN_CREATE")
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=10)
+    _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "inotifier daemon stopped" in err  # logs on stderr
     assert not daemon.pid_file.exists()
@@ -212,7 +203,7 @@ def test_two_simultaneous_starts_make_one_daemon(daemon: Daemon, watch_dir: Path
                          stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    results = [(*p.communicate(timeout=60), p.returncode) for p in procs]
     codes = sorted(r[2] for r in results)
     assert codes == [0, 1], results
     pid = daemon.pid()

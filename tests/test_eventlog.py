@@ -30,7 +30,7 @@ from inotifier.models import DaemonStatus, EventLog, WatchPath, escape_path, une
 from inotifier.specs import WatchSpec
 from tests.testapp.receivers import ListProcessor
 
-from .conftest import Daemon, database_url, wait_for
+from .conftest import Daemon, alive, database_url, wait_for
 from .pgproxy import TcpProxy
 
 SIGNALER = "inotifier.event_processors.AllEventsSignaler"
@@ -83,15 +83,6 @@ def make_rows(n: int, start: Any, step: timedelta, **fields: Any) -> list[EventL
 
 def logged_paths() -> set[str]:
     return set(EventLog.objects.values_list("pathname", flat=True))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split(") ", 1)[1][0] != "Z"
 
 
 # -- escaping ----------------------------------------------------------------------------
