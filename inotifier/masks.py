@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 import pyinotify
+from django.utils.translation import gettext as _
 
 #: Events a watch can ask for, in the order the admin shows them.
 EVENT_NAMES: tuple[str, ...] = (
@@ -59,7 +60,9 @@ def parse_mask(value: object) -> int:
     event or holds bits outside the inotify range.
     """
     if isinstance(value, bool):
-        raise MaskError(f"mask must be an int or a string of event names, not {value!r}")
+        raise MaskError(
+            _("mask must be an int or a string of event names, not %(value)r") % {"value": value}
+        )
     if isinstance(value, int):
         mask = value
     elif isinstance(value, str):
@@ -75,17 +78,21 @@ def parse_mask(value: object) -> int:
             elif name in BITS and name != "IN_ISDIR":
                 mask |= BITS[name]
             else:
-                raise MaskError(f"unknown event name {part.strip()!r}")
+                raise MaskError(_("unknown event name %(name)r") % {"name": part.strip()})
     else:
         raise MaskError(
-            f"mask must be an int or a string of event names, not {type(value).__name__}"
+            _("mask must be an int or a string of event names, not %(type)s")
+            % {"type": type(value).__name__}
         )
     if mask < 0:
-        raise MaskError(f"mask {mask} is negative")
+        raise MaskError(_("mask %(mask)d is negative") % {"mask": mask})
     if mask & ~VALID_BITS:
-        raise MaskError(f"mask {mask:#x} has bits outside the inotify events ({mask & ~VALID_BITS:#x})")
+        raise MaskError(
+            _("mask %(mask)#x has bits outside the inotify events (%(bits)#x)")
+            % {"mask": mask, "bits": mask & ~VALID_BITS}
+        )
     if not mask & EVENT_BITS:
-        raise MaskError("mask names no event (it is 0)")
+        raise MaskError(_("mask names no event (it is 0)"))
     return mask
 
 

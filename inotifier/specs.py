@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyinotify
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
 
 from .conf import app_settings
 from .masks import MaskError, parse_mask
@@ -74,13 +75,13 @@ def parse_excludes(text: str | Iterable[str] | None) -> tuple[str, ...]:
 def validate_path(path: object) -> str:
     """Return ``path`` normalised; raise SpecError unless it is an absolute path string."""
     if not isinstance(path, str):
-        raise SpecError(f"path must be a string, not {type(path).__name__}")
+        raise SpecError(_("path must be a string, not %(type)s") % {"type": type(path).__name__})
     if not path:
-        raise SpecError("path is empty")
+        raise SpecError(_("path is empty"))
     if "\x00" in path:
-        raise SpecError("path contains a NUL byte")
+        raise SpecError(_("path contains a NUL byte"))
     if not os.path.isabs(path):
-        raise SpecError(f"path {path!r} is not absolute")
+        raise SpecError(_("path %(path)r is not absolute") % {"path": path})
     return os.path.normpath(path)
 
 
@@ -104,7 +105,10 @@ def validate_allowed_root(path: str) -> None:
         if real == root or real.startswith(root.rstrip("/") + "/"):
             return
     shown = ", ".join(roots) or "(none)"
-    raise SpecError(f"path {path!r} (really {real!r}) is outside INOTIFIER_ALLOWED_ROOTS ({shown})")
+    raise SpecError(
+        _("path %(path)r (really %(real)r) is outside INOTIFIER_ALLOWED_ROOTS (%(roots)s)")
+        % {"path": path, "real": real, "roots": shown}
+    )
 
 
 def validate_mask(mask: object) -> int:
@@ -118,19 +122,22 @@ def validate_mask(mask: object) -> int:
 def load_processor(dotted: object) -> type[pyinotify.ProcessEvent]:
     """Import and return a ProcessEvent subclass named by dotted path; SpecError otherwise."""
     if not isinstance(dotted, str) or not dotted.strip():
-        raise SpecError(f"processor must be a dotted path string, not {dotted!r}")
+        raise SpecError(_("processor must be a dotted path string, not %(value)r") % {"value": dotted})
     try:
         obj = import_string(dotted.strip())
     except ImportError as exc:
-        raise SpecError(f"processor {dotted!r} cannot be imported: {exc}") from None
+        raise SpecError(
+            _("processor %(p)r cannot be imported: %(error)s") % {"p": dotted, "error": exc}
+        ) from None
     except Exception as exc:  # a module that fails on import must not take the caller down
         raise SpecError(
-            f"processor {dotted!r} failed while importing: {type(exc).__name__}: {exc}"
+            _("processor %(p)r failed while importing: %(type)s: %(error)s")
+            % {"p": dotted, "type": type(exc).__name__, "error": exc}
         ) from None
     if not isinstance(obj, type):
-        raise SpecError(f"processor {dotted!r} is not a class")
+        raise SpecError(_("processor %(p)r is not a class") % {"p": dotted})
     if not issubclass(obj, pyinotify.ProcessEvent):
-        raise SpecError(f"processor {dotted!r} is not a pyinotify.ProcessEvent subclass")
+        raise SpecError(_("processor %(p)r is not a pyinotify.ProcessEvent subclass") % {"p": dotted})
     return obj
 
 
@@ -156,9 +163,14 @@ def processor_allowlist() -> tuple[str, ...]:
 def validate_processor_allowed(dotted: str) -> None:
     """Raise SpecError when ``dotted`` is not in the processor allowlist (nothing imported)."""
     if dotted not in processor_allowlist():
-        raise SpecError(
-            f"processor {dotted!r} is not in INOTIFIER_PROCESSORS (the processors this site allows)"
-        )
+        raise SpecError(not_allowed_message(dotted))
+
+
+def not_allowed_message(dotted: str) -> str:
+    """Return the sentence for a processor outside the allowlist."""
+    return _("processor %(p)r is not in INOTIFIER_PROCESSORS (the processors this site allows)") % {
+        "p": dotted
+    }
 
 
 # -- settings entries -------------------------------------------------------------
@@ -186,27 +198,35 @@ def validate_settings_entry(index: int, entry: object, *, import_processor: bool
     where = f"INOTIFIER_WATCH_PATHS[{index}]"
     if not isinstance(entry, (tuple, list)) or len(entry) not in (3, 4):
         if isinstance(entry, (tuple, list)):
-            what = f"has {len(entry)} items"
+            what = _("has %(n)d items") % {"n": len(entry)}
         else:
-            what = f"is a {type(entry).__name__}"
-        raise SpecError(f"{where} {what}; expected a (path, mask, processor) 3-tuple: {entry!r}")
+            what = _("is a %(type)s") % {"type": type(entry).__name__}
+        raise SpecError(
+            _("%(where)s %(what)s; expected a (path, mask, processor) 3-tuple: %(entry)r")
+            % {"where": where, "what": what, "entry": entry}
+        )
     path, mask, processor = entry[:3]
     options = entry[3] if len(entry) == 4 else {}
     try:
         if not isinstance(options, dict):
-            raise SpecError(f"the 4th item must be a dict of options, not {type(options).__name__}")
+            raise SpecError(
+                _("the 4th item must be a dict of options, not %(type)s")
+                % {"type": type(options).__name__}
+            )
         unknown = sorted(set(options) - set(SETTINGS_OPTIONS))
         if unknown:
             raise SpecError(
-                f"unknown option(s) {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(SETTINGS_OPTIONS)}"
+                _("unknown option(s) %(unknown)s; known: %(known)s")
+                % {"unknown": ", ".join(map(repr, unknown)), "known": ", ".join(SETTINGS_OPTIONS)}
             )
         norm = validate_path(path)
         int_mask = validate_mask(mask)
         if import_processor:
             load_processor(processor)
         elif not isinstance(processor, str):
-            raise SpecError(f"processor must be a dotted path string, not {processor!r}")
+            raise SpecError(
+                _("processor must be a dotted path string, not %(value)r") % {"value": processor}
+            )
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
     return WatchSpec(
@@ -279,10 +299,7 @@ def spec_from_values(
         # Checked before anything is imported: an admin must not make the daemon
         # import code the site did not allow.
         if processor not in allowlist:
-            raise SpecError(
-                f"processor {processor!r} is not in INOTIFIER_PROCESSORS "
-                "(the processors this site allows)"
-            )
+            raise SpecError(not_allowed_message(processor))
         if roots is not None:
             validate_allowed_root(norm)
     except SpecError as exc:
