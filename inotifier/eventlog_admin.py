@@ -330,7 +330,7 @@ def bars_svg(
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" class="inotifier-chart" role="img" '
         'width="{}" height="{}" viewBox="0 0 {} {}"><title>{}</title>'
-        '<text x="{}" y="10" font-size="10" text-anchor="end" fill="#666">max {}</text>'
+        '<text x="{}" y="10" font-size="10" text-anchor="end" fill="#666">{}</text>'
         '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="#ccc" stroke-width="1"/>{}{}</svg>',
         width,
         height,
@@ -338,7 +338,7 @@ def bars_svg(
         height,
         title,
         width - 2,
-        top,
+        _("max %(n)s") % {"n": top},
         base + 0.5,
         width,
         base + 0.5,
@@ -529,7 +529,8 @@ class EventLogAdmin(admin.ModelAdmin):
             else ""
         )
         if obj.src_pathname:
-            return format_html("{} <small>({} {})</small>{}", obj.pathname, _("from"), obj.src_pathname, note)
+            moved = format_html(str(_("(from {})")), obj.src_pathname)
+            return format_html("{} <small>{}</small>{}", obj.pathname, moved, note)
         return format_html("{}{}", obj.pathname, note)
 
     @admin.display(description=_("watch"))
