@@ -406,21 +406,26 @@ class ActiveWatch:
         if self.excludes and is_excluded(pathname, self.excludes):
             return
         event = make_event(wd, mask, cookie, name, path, pathname)
+        src = ""
         if mask & IN_MOVED_FROM:
             moves = self._moves
             moves[cookie] = pathname
             if len(moves) > 1000:
                 del moves[next(iter(moves))]
         elif mask & IN_MOVED_TO:
-            src = self._moves.pop(cookie, None)
-            if src is not None:
-                event.src_pathname = src
+            moved = self._moves.pop(cookie, None)
+            if moved is not None:
+                event.src_pathname = src = moved
         now = time.time()
         self.last_event = now
         self.events += 1
         self.dirty = True
         if self.log is not None:
-            self.log.offer(now, event, self)
+            spec = self.spec
+            self.log.push(
+                (now, pathname, src, mask, event.maskname, bool(mask & IN_ISDIR),
+                 spec.watch_id, spec.label)
+            )
         try:
             self.processor(event)  # type: ignore[misc]
         except Exception as exc:
