@@ -7,6 +7,8 @@ import fcntl
 import os
 import struct
 
+from django.utils.translation import gettext as _
+
 #: struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid.
 _FLOCK = struct.Struct("hhqqi4x")
 
@@ -20,7 +22,9 @@ class AlreadyRunning(PidFileError):
 
     def __init__(self, path: str, pid: int | None):
         self.pid = pid
-        super().__init__(f"inotifier is already running (pid {pid}, pid file {path})")
+        super().__init__(
+            _("inotifier is already running (pid %(pid)s, pid file %(path)s)") % {"pid": pid, "path": path}
+        )
 
 
 def _open(path: str, flags: int) -> int:
@@ -28,8 +32,11 @@ def _open(path: str, flags: int) -> int:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise PidFileError(f"refusing pid file {path}: it is a symbolic link") from None
-        raise PidFileError(f"cannot open pid file {path}: {exc.strerror}") from None
+            message = _("refusing pid file %(path)s: it is a symbolic link") % {"path": path}
+            raise PidFileError(message) from None
+        raise PidFileError(
+            _("cannot open pid file %(path)s: %(error)s") % {"path": path, "error": exc.strerror}
+        ) from None
 
 
 def lock_holder(path: str) -> int | None:
@@ -92,7 +99,10 @@ class PidFile:
         """
         directory = os.path.dirname(self.path) or "."
         if not os.path.isdir(directory):
-            raise PidFileError(f"cannot create pid file {self.path}: {directory} is not a directory")
+            raise PidFileError(
+                _("cannot create pid file %(path)s: %(dir)s is not a directory")
+                % {"path": self.path, "dir": directory}
+            )
         fd = _open(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

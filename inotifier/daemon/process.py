@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import connections
+from django.utils.translation import gettext as _
 
 from ..conf import app_settings
 from .pidfile import AlreadyRunning, PidFile, PidFileError, running_pid
@@ -40,8 +41,11 @@ def open_output(path: str | None) -> int:
         )
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise StartError(f"refusing output file {path}: it is a symbolic link") from None
-        raise StartError(f"cannot open output file {path}: {exc.strerror}") from None
+            message = _("refusing output file %(path)s: it is a symbolic link") % {"path": path}
+            raise StartError(message) from None
+        raise StartError(
+            _("cannot open output file %(path)s: %(error)s") % {"path": path, "error": exc.strerror}
+        ) from None
 
 
 class SdNotifier:
@@ -166,13 +170,18 @@ def _wait_ready(read_fd: int, timeout: float, stderr_path: str | None) -> int:
     text = data.decode("utf-8", "replace").strip()
     if text.startswith("ERROR "):
         raise StartError(text[6:])
-    where = f" (see {stderr_path})" if stderr_path else ""
     if exited:
-        raise StartError(f"the daemon exited during start-up{where}")
-    also = f" and {stderr_path}" if stderr_path else ""
+        if stderr_path:
+            raise StartError(
+                _("the daemon exited during start-up (see %(path)s)") % {"path": stderr_path}
+            )
+        raise StartError(_("the daemon exited during start-up"))
     raise StartError(
-        f"the daemon did not report it is watching within {timeout:.0f} s; it goes on starting"
-        f" in the background (see inotifier_status{also})"
+        _(
+            "the daemon did not report it is watching within %(timeout).0f s; it goes on "
+            "starting in the background (see inotifier_status%(also)s)"
+        )
+        % {"timeout": timeout, "also": f" and {stderr_path}" if stderr_path else ""}
     )
 
 
@@ -237,7 +246,7 @@ def stop_daemon(timeout: float = 10.0) -> tuple[int, bool]:
     """
     path = app_settings.pid_file
     if os.path.islink(path):
-        raise StopError(f"refusing pid file {path}: it is a symbolic link")
+        raise StopError(_("refusing pid file %(path)s: it is a symbolic link") % {"path": path})
     pid = running_pid(path)
     if pid is None:
         from .pidfile import read_pid
@@ -246,10 +255,13 @@ def stop_daemon(timeout: float = 10.0) -> tuple[int, bool]:
         if written is not None:
             _remove_stale(path)
             raise StopError(
-                f"inotifier is not running: stale pid file {path} (pid {written} is not an "
-                "inotifier daemon) removed; no process was signalled"
+                _(
+                    "inotifier is not running: stale pid file %(path)s (pid %(pid)s is not an "
+                    "inotifier daemon) removed; no process was signalled"
+                )
+                % {"path": path, "pid": written}
             )
-        raise StopError(f"inotifier is not running (no pid file at {path})")
+        raise StopError(_("inotifier is not running (no pid file at %(path)s)") % {"path": path})
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
