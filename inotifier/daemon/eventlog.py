@@ -149,7 +149,14 @@ def _insert(connection: Any, model: Any, values: list[tuple[Any, ...]]) -> None:
         with connection.cursor() as cursor:
             raw = cursor.cursor
             if hasattr(raw, "copy"):  # psycopg 3: COPY is several times cheaper than INSERT
-                with raw.copy(f"COPY {quote(opts.db_table)} ({columns}) FROM STDIN") as copy:
+                sql = f"COPY {quote(opts.db_table)} ({columns}) FROM STDIN"
+                # Through Django's debug cursor when queries are being logged, so
+                # CaptureQueriesContext and connection.queries see the statement.
+                debug = getattr(cursor, "debug_sql", None)
+                logged = debug(sql) if debug is not None else contextlib.nullcontext()
+                # wrap_database_errors: driver errors become Django's (an outage is
+                # an OperationalError, as from cursor.execute).
+                with logged, connection.wrap_database_errors, raw.copy(sql) as copy:
                     for row in values:
                         copy.write_row(row)
                 return
