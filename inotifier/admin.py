@@ -142,20 +142,14 @@ class WatchPathAdmin(admin.ModelAdmin):
     @admin.action(description=_("Enable the selected watches"), permissions=["change"])
     def enable_watches(self, request: HttpRequest, queryset: QuerySet[WatchPath]) -> None:
         count = queryset.update(enabled=True)  # bumps the config version
-        self.message_user(
-            request,
-            ngettext("%d watch enabled.", "%d watches enabled.", count) % count,
-            messages.SUCCESS,
-        )
+        message = ngettext("%d watch enabled.", "%d watches enabled.", count)
+        self.message_user(request, message % count, messages.SUCCESS)
 
     @admin.action(description=_("Disable the selected watches"), permissions=["change"])
     def disable_watches(self, request: HttpRequest, queryset: QuerySet[WatchPath]) -> None:
         count = queryset.update(enabled=False)  # bumps the config version
-        self.message_user(
-            request,
-            ngettext("%d watch disabled.", "%d watches disabled.", count) % count,
-            messages.SUCCESS,
-        )
+        message = ngettext("%d watch disabled.", "%d watches disabled.", count)
+        self.message_user(request, message % count, messages.SUCCESS)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         extra_context = extra_context or {}
