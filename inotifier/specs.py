@@ -6,7 +6,7 @@ import fnmatch
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyinotify
 from django.utils.module_loading import import_string
@@ -14,9 +14,6 @@ from django.utils.translation import gettext as _
 
 from .conf import app_settings
 from .masks import MaskError, parse_mask
-
-if TYPE_CHECKING:
-    from .models import WatchPath
 
 
 class SpecError(ValueError):
@@ -279,12 +276,6 @@ def settings_specs() -> Iterator[WatchSpec]:
 ROW_FIELDS = ("pk", "path", "mask", "processor", "recursive", "auto_add", "exclude", "event_log")
 
 
-def row_spec(row: WatchPath) -> WatchSpec:
-    """Return the WatchSpec of a WatchPath row; checks that need no import set ``error``."""
-    values = tuple(getattr(row, name) for name in ROW_FIELDS)
-    return spec_from_values(values, processor_allowlist(), allowed_roots())
-
-
 def spec_from_values(
     values: tuple[Any, ...], allowlist: tuple[str, ...], roots: list[str] | None
 ) -> WatchSpec:
@@ -354,12 +345,3 @@ class RowSpecs:
             desired[spec.key] = spec
         self._cache = fresh
         return desired
-
-
-def desired_specs(rows: Iterable[WatchPath]) -> dict[str, WatchSpec]:
-    """Return the desired set: settings entries plus the given rows, keyed by ``spec.key``."""
-    desired = {spec.key: spec for spec in settings_specs()}
-    for row in rows:
-        spec = row_spec(row)
-        desired[spec.key] = spec
-    return desired

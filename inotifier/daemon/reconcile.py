@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..specs import WatchSpec
@@ -126,4 +126,4 @@ def specs_of(watches: Mapping[str, Any]) -> dict[str, WatchSpec]:
     return {key: watch.spec for key, watch in watches.items()}
 
 
-__all__ = ["Plan", "apply", "diff", "replace", "specs_of", "update_kind"]
+__all__ = ["Plan", "apply", "diff", "specs_of", "update_kind"]

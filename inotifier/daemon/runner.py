@@ -139,11 +139,6 @@ class Daemon:
     def _on_hup(self, signum: int, frame: Any) -> None:
         self._hup = True
 
-    def request_reconcile(self) -> None:
-        """Ask for a reconcile at the next turn of the loop (thread-safe)."""
-        self._hup = True
-        self._wake()
-
     def stop(self) -> None:
         """Ask the loop to end (thread-safe)."""
         self.stopping = True

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyinotify
@@ -510,9 +510,3 @@ class ActiveWatch:
             for path, wd in list(self.paths.items()):
                 if path == old or path.startswith(prefix):
                     table.detach(self, wd)
-
-    def kernel_watches(self) -> int:
-        return len(self.paths)
-
-    def iter_paths(self) -> Iterator[str]:
-        return iter(self.paths)
