@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -200,13 +200,18 @@ class DaemonStatusAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DaemonStatus]:
+        # The counter once in the page's query, not one query per daemon row.
+        current = ConfigVersion.objects.filter(pk=1).values("version")[:1]
+        return super().get_queryset(request).annotate(current_version=Subquery(current))
+
     @admin.display(description=_("running"), boolean=True)
     def running_display(self, obj: DaemonStatus) -> bool:
         return bool(obj.running and obj.is_alive())
 
     @admin.display(description=_("config version applied"))
     def version_display(self, obj: DaemonStatus) -> str:
-        current = ConfigVersion.current()
+        current = getattr(obj, "current_version", None) or 0
         if obj.version_applied == current:
             return str(obj.version_applied)
         return format_html("{} <em>({})</em>", obj.version_applied, _("current: %d") % current)

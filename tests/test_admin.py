@@ -251,4 +251,7 @@ def test_daemon_status_admin_is_read_only(admin_client: Client) -> None:
     url = reverse("admin:inotifier_daemonstatus_changelist")
     page = admin_client.get(url).content.decode()
     assert "&lt;h&gt;" in page
+    assert "current: " not in page  # applied version 0 == current 0
+    ConfigVersion.bump()
+    assert "0 <em>(current: 1)</em>" in admin_client.get(url).content.decode()
     assert admin_client.get(reverse("admin:inotifier_daemonstatus_add")).status_code == 403
