@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "INOTIFIER_EVENT_LOG_BUFFER": 10_000,
     # Seconds between two event log flushes while events flow.
     "INOTIFIER_EVENT_LOG_FLUSH_INTERVAL": 0.25,
+    # Niceness added to the event log's writer process (0: the daemon's priority).
+    "INOTIFIER_EVENT_LOG_NICE": 10,
     # Retention of EventLog rows: age in seconds and row count.
     "INOTIFIER_EVENT_LOG_MAX_AGE": 7 * 24 * 3600,
     "INOTIFIER_EVENT_LOG_MAX_ROWS": 100_000,

@@ -151,7 +151,7 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(
     writer = EventLogWriter("h", capacity=100, interval=3600, prune=False)
     for i in range(9):
         writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
-    writer.offer(time.time(), fake_event("/w/bad", maskname=None), FakeWatch())
+    writer.offer(1e20, fake_event("/w/bad"), FakeWatch())  # a time no database can store
     assert writer.flush()
     assert len(logged_paths()) == 9
     assert (writer.written, writer.rejected, writer.pending) == (9, 1, 0)
@@ -250,6 +250,50 @@ def test_1000_real_events_are_written_in_a_handful_of_queries(live: InProcessDae
         None,
     )
     assert row.watch_label == str(watch_dir)
+
+
+def test_thread_mode_writes_without_a_process(transactional_db: Any) -> None:
+    assert EventLogWriter("h").process  # a database other processes can open: a writer process
+    writer = EventLogWriter("h", capacity=100, interval=0.05, prune=False, process=False)
+    writer.start()
+    try:
+        writer.offer(time.time(), fake_event("/w/threaded"), FakeWatch())
+        wait_for(lambda: EventLog.objects.filter(pathname="/w/threaded").exists(), 10)
+    finally:
+        writer.stop()
+    assert writer.worker_pid is None and writer.written == 1
+
+
+def test_rows_travel_as_flat_lists_and_come_back_whole() -> None:
+    tails: list[Any] = []
+    moved = os.fsdecode(b"/w/caf\xe9")
+    flat = ["/w/a", 1.5, (0 << 32) | IN_CREATE, "", "/w/b", 2.5, (1 << 32) | BITS["IN_MOVED_TO"], moved]
+    payload = eventlog_mod.pack_rows(flat, [(None, "/w"), (7, "row 7")])
+    assert eventlog_mod.unpack_rows(payload, tails) == [
+        (1.5, "/w/a", "", IN_CREATE, "IN_CREATE", (None, "/w")),
+        (2.5, "/w/b", moved, BITS["IN_MOVED_TO"], "IN_MOVED_TO", (7, "row 7")),
+    ]
+    assert eventlog_mod.unpack_rows(eventlog_mod.pack_rows(["/w/c", 3.0, 1 << 32 | IN_CREATE, ""], []), tails)[
+        0
+    ][-1] == (7, "row 7")  # the receiver keeps the tails it was sent
+    with pytest.raises(ValueError, match="multiple of ROW_ITEMS"):
+        eventlog_mod.rows_from_flat(["/w/a", 1.5, IN_CREATE], tails)
+
+
+def test_the_bound_holds_while_the_read_loop_appends_unchecked(transactional_db: Any) -> None:
+    """The read loop appends without a check; poke cuts the newest rows beyond the bound."""
+    writer = EventLogWriter("h", capacity=30, interval=3600, prune=False)
+    key = writer.tail_key(None, "/w")
+    for i in range(50):
+        writer.incoming += (f"/w/{i}", time.time(), key | IN_CREATE, "")
+    writer.poke()
+    assert (writer.accepted, writer.dropped, writer.pending) == (30, 20, 30)
+    assert len(writer.take(10)) == 10 * eventlog_mod.ROW_ITEMS  # 10 rows in flight now
+    writer.incoming += ("/w/late", time.time(), key | IN_CREATE, "")
+    writer.poke()
+    assert (writer.accepted, writer.dropped) == (30, 21)  # 10 in flight + 20 waiting: full
+    assert writer.flush()  # the 20 waiting; the 10 taken by hand are never written
+    assert logged_paths() == {f"/w/{i}" for i in range(10, 30)}
 
 
 # -- retention ---------------------------------------------------------------------------
@@ -457,6 +501,88 @@ def test_daemon_enforces_retention(daemon: Daemon, watch_dir: Path) -> None:
     wait_for(lambda: "pruned 200 old rows" in daemon.stderr_text(), 10)
     (watch_dir / "new").touch()
     wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "new")).exists(), 10)
+
+
+# -- the writer process ----------------------------------------------------------------------
+
+
+def writer_processes(daemon_pid: int) -> list[int]:
+    """Pids of the daemon's event-log writer processes (``inotifier-log``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if comm == "inotifier-log" and int(fields[1]) == daemon_pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.daemon
+def test_rows_are_written_by_a_lower_priority_process_that_ignores_stop_signals(
+    daemon: Daemon, watch_dir: Path
+) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    pid = daemon.start()
+    [writer] = wait_for(lambda: writer_processes(pid), 10)
+    assert niceness(writer) == niceness(pid) + 10  # INOTIFIER_EVENT_LOG_NICE
+    # A service manager signalling the whole group, a Ctrl-C: the writer stays, the rows too.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(writer, signum)
+    (watch_dir / "one").touch()
+    wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "one")).exists(), 10)
+    assert alive(writer) and writer_processes(pid) == [writer]
+    assert daemon.stop().returncode == 0
+    wait_for(lambda: not alive(writer), 10)
+
+
+@pytest.mark.daemon
+def test_a_writer_process_that_dies_is_replaced_and_its_loss_counted(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    pid = daemon.start()
+    (watch_dir / "before").touch()
+    wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "before")).exists(), 10)
+    [first] = writer_processes(pid)
+    os.kill(first, signal.SIGKILL)
+    gone = f"writer process (pid {first}) ended unexpectedly (killed by SIGKILL)"
+    wait_for(lambda: gone in daemon.stderr_text(), 10)
+    wait_for(lambda: "writer process restarted" in daemon.stderr_text(), 10)
+    [second] = wait_for(lambda: writer_processes(pid), 10)
+    assert second != first
+    (watch_dir / "after").touch()
+    daemon.record.wait_path(watch_dir / "after", "IN_CREATE")  # events never stopped
+    wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "after")).exists(), 10)
+    assert daemon.pid() == pid
+    assert daemon.stop().returncode == 0
+    # Every row was confirmed before the kill: nothing counted as lost.
+    assert DaemonStatus.objects.get().log_dropped == 0
+
+
+@pytest.mark.daemon
+def test_the_writer_process_never_outlives_the_daemon(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
+    pid = daemon.start()
+    [writer] = wait_for(lambda: writer_processes(pid), 10)
+    for i in range(200):
+        (watch_dir / f"f{i}").touch()
+    wait_for(lambda: EventLog.objects.count() == 200, 20)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(writer), 15)  # its stdin closed: it writes what it holds and exits
+    assert EventLog.objects.count() == 200
 
 
 # -- database outage (PostgreSQL through a proxy the test cuts) ---------------------------------

@@ -1,14 +1,16 @@
-"""The event log: a bounded buffer filled by the read loop, written in batches by a thread."""
+"""The event log: a bounded buffer filled by the read loop, written in batches by another process."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import marshal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import (
@@ -23,6 +25,10 @@ from django.db import (
 from django.utils import timezone
 
 from ..conf import app_settings
+from ..masks import BITS, event_maskname
+
+if TYPE_CHECKING:
+    from .logworker import WorkerLink
 
 logger = logging.getLogger("inotifier.daemon.eventlog")
 
@@ -50,7 +56,16 @@ IDLE_CLOSE_SECONDS = 10.0
 #: Any other error is blamed on the rows themselves (see ``EventLogWriter._store``).
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, ProgrammingError)
 
-Row = tuple[float, str, str, int, str, bool, "int | None", str]
+#: Seconds before a writer process that ended (or could not start) is replaced;
+#: doubled after each failure in a row, up to MAX_RESTART_DELAY.
+WORKER_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
+
+IN_ISDIR = BITS["IN_ISDIR"]
+
+#: One logged event: (time.time(), pathname, src_pathname or "", mask, maskname, (watch id, label)).
+#: The last item is one tuple per watch (``ActiveWatch.log_tail``), shared by its rows.
+Row = tuple[float, str, str, int, str, tuple["int | None", str]]
 
 
 def prune_step(
@@ -228,125 +243,129 @@ def _escape_pair(pathname: str, src: str) -> tuple[str, str, bool]:
     return path_text, src_text, path_escaped or src_escaped
 
 
-class EventLogWriter(threading.Thread):
-    """Buffer EventLog rows and write them in multi-row INSERT batches, off the read loop.
+_MASKNAMES: dict[int, str] = {}
 
-    ``offer`` is called by the read loop and never touches the database: it
-    appends a tuple to a deque. At most ``capacity`` rows wait (rows being
-    written count as waiting); beyond that new rows are dropped and counted in
-    ``dropped``. The thread writes what waits every ``interval`` seconds (sooner
-    when the buffer is half full), one transaction per batch of up to
-    BATCH_SIZE rows. An unreachable database keeps the rows and retries with
-    backoff; rows the database rejects are isolated, logged and counted in
-    ``rejected``, so one bad row cannot hold the others back. The thread also
-    enforces the retention settings, a little at a time. ``stop`` writes what
-    is buffered before returning.
 
-    Counters are each written by one thread only (``accepted``, ``dropped`` by
-    the read loop; ``finished``, ``written``, ``rejected``, ``lost`` by the
-    writer), so no lock is needed on the hot path.
+def maskname_of(mask: int) -> str:
+    """``event.maskname`` for ``mask`` (cached: a handful of masks make up all events)."""
+    name = _MASKNAMES.get(mask)
+    if name is None:
+        try:
+            name = event_maskname(mask)
+        except Exception:
+            name = f"0x{mask:x}"
+        if len(_MASKNAMES) < 4096:
+            _MASKNAMES[mask] = name
+    return name
+
+
+#: Items per row in ``EventLogWriter.incoming``: pathname, time, key, src pathname.
+ROW_ITEMS = 4
+#: Rows per frame sent to the writer process.
+FRAME_ROWS = 4000
+MASK_BITS = 0xFFFFFFFF
+
+
+def rows_from_flat(flat: list[Any], tails: list[tuple[int | None, str]]) -> list[Row]:
+    """Rows from the read loop's flat list (see ``EventLogWriter.incoming``)."""
+    if len(flat) % ROW_ITEMS:
+        raise ValueError("a row list whose length is not a multiple of ROW_ITEMS")
+    rows: list[Row] = []
+    append = rows.append
+    it = iter(flat)
+    for pathname, ts, key, src in zip(it, it, it, it, strict=True):
+        mask = key & MASK_BITS
+        append((ts, pathname, src, mask, maskname_of(mask), tails[key >> 32]))
+    return rows
+
+
+def pack_rows(flat: list[Any], new_tails: list[tuple[int | None, str]]) -> bytes:
+    return marshal.dumps((new_tails, flat))
+
+
+def unpack_rows(payload: bytes, tails: list[tuple[int | None, str]]) -> list[Row]:
+    """Rows of a frame packed by ``pack_rows``; ``tails`` (the receiver's table) is extended first."""
+    new_tails, flat = marshal.loads(payload)
+    tails.extend(tuple(tail) for tail in new_tails)
+    return rows_from_flat(flat, tails)
+
+
+class EventLogStore:
+    """Write buffered rows to the database: batches, outage retries, rejected rows, retention.
+
+    One thread uses it: the writer process's (see ``logworker``), or the
+    writer thread of an ``EventLogWriter`` that runs in-process. Rows wait in
+    ``rows`` until written. An unreachable database keeps the rows and retries
+    with backoff; rows the database rejects are isolated, logged and counted in
+    ``rejected``, so one bad row cannot hold the others back. Retention
+    settings are enforced a little at a time between batches.
     """
 
     def __init__(
         self,
         host: str,
-        capacity: int | None = None,
         interval: float | None = None,
         *,
         prune: bool = True,
         using: str = DEFAULT_DB_ALIAS,
     ) -> None:
-        super().__init__(name="inotifier-eventlog", daemon=True)
         self.host = host[:255]
-        self.capacity = max(1, int(capacity or app_settings.INOTIFIER_EVENT_LOG_BUFFER))
-        # A floor, so a zero or negative setting cannot make the thread spin.
+        # A floor, so a zero or negative setting cannot make the loop spin.
         self.interval = max(0.01, float(interval or app_settings.INOTIFIER_EVENT_LOG_FLUSH_INTERVAL))
         self.prune = prune
         self.using = using
         self.rows: deque[Row] = deque()
-        self.accepted = 0  # rows taken by offer (read loop)
-        self.dropped = 0  # rows refused by offer because the buffer was full (read loop)
-        self.finished = 0  # rows written, rejected or lost (writer)
+        self.finished = 0  # rows written, rejected or lost
         self.written = 0
         self.rejected = 0
         self.lost = 0
         self.pruned = 0
-        self._wake_at = max(1, self.capacity // 2)
-        self._wake = threading.Event()
-        self._stop_event = threading.Event()
-        self._flushed = threading.Event()
         self._outage_since: float | None = None
         self._next_prune = time.monotonic() + FIRST_PRUNE_DELAY
         self._last_db_use = 0.0
         self._prune_running = 0
-        self._dropped_reported = 0
-        self._next_drop_report = 0.0
 
-    @property
-    def pending(self) -> int:
-        """Return the number of rows accepted and not yet written (or given up)."""
-        return self.accepted - self.finished
+    def _finish(self, n: int) -> None:
+        """``n`` rows taken are done with: written, rejected or lost."""
+        self.finished += n
 
-    # -- read-loop side -------------------------------------------------------------
+    def loop(
+        self,
+        wake: threading.Event,
+        stop: threading.Event,
+        after_cycle: Callable[[], None] | None = None,
+    ) -> None:
+        """Write, prune and report until ``stop`` is set, then write what is left.
 
-    def offer(self, now: float, event: Any, watch: Any) -> None:
-        """Queue one row for ``event`` seen at ``now`` (a time.time() value) through ``watch``.
-
-        Called by the read loop for every logged event: no database, no lock.
+        Rows are written every ``interval`` seconds, or as soon as ``wake`` is
+        set; while the database is unreachable, retries back off (``wake`` does
+        not hurry them).
         """
-        spec = watch.spec
-        self.push(
-            (
-                now,
-                event.pathname,
-                getattr(event, "src_pathname", ""),
-                event.mask,
-                event.maskname,
-                event.dir,
-                spec.watch_id,
-                spec.label,
-            )
-        )
-
-    def push(self, row: Row) -> None:
-        """Queue one ready-made row (the read loop's fast path; see ``offer``)."""
-        pending = self.accepted - self.finished
-        if pending >= self.capacity:
-            self.dropped += 1
-            return
-        self.accepted += 1
-        self.rows.append(row)
-        if pending + 1 == self._wake_at:
-            self._wake.set()  # half full: write now rather than at the next tick
-
-    # -- writer thread ----------------------------------------------------------------
-
-    def run(self) -> None:
-        """Write, report and prune until stopped, then write what is left."""
         last = time.monotonic()
         try:
-            while not self._stop_event.is_set():
+            while not stop.is_set():
                 if self._outage_since is None:
                     timeout = self.interval - (time.monotonic() - last)
+                    if timeout > 0:
+                        wake.wait(timeout)
                 else:
-                    timeout = self._backoff()
-                if timeout > 0:
-                    self._wake.wait(timeout)
-                self._wake.clear()
+                    stop.wait(self._backoff())
+                wake.clear()
                 last = time.monotonic()
                 try:
                     self._cycle()
                 except Exception:
                     # Never die: a dead writer would silently turn into drops.
                     logger.exception("event log: unexpected error in the writer; going on")
-                    self._stop_event.wait(1.0)
+                    stop.wait(1.0)
+                if after_cycle is not None:
+                    after_cycle()
             self._final_flush()
         except Exception:
             logger.exception("event log: unexpected error while stopping the writer")
         finally:
             with contextlib.suppress(Exception):
                 connections.close_all()
-            self._flushed.set()
 
     def _refresh_connection(self) -> None:
         """Drop this thread's connection if an error left it unusable.
@@ -381,7 +400,6 @@ class EventLogWriter(threading.Thread):
         return min(5.0, max(self.interval, (time.monotonic() - self._outage_since) / 4))
 
     def _cycle(self) -> None:
-        self._report_drops()
         self.flush(deadline=time.monotonic() + DRAIN_SLICE)
         if self.prune and self._outage_since is None and time.monotonic() >= self._next_prune:
             self._prune()
@@ -408,26 +426,10 @@ class EventLogWriter(threading.Thread):
             logger.info("event log: pruned %d old rows", self._prune_running)
             self._prune_running = 0
 
-    def _report_drops(self, force: bool = False) -> None:
-        dropped = self.dropped
-        now = time.monotonic()
-        if dropped != self._dropped_reported and (force or now >= self._next_drop_report):
-            logger.warning(
-                "event log buffer full (INOTIFIER_EVENT_LOG_BUFFER = %d rows): %d rows dropped"
-                " (%d in total); raise the setting or check the database",
-                self.capacity,
-                dropped - self._dropped_reported,
-                dropped,
-            )
-            self._dropped_reported = dropped
-            self._next_drop_report = now + DROP_REPORT_INTERVAL
-
     def flush(self, deadline: float | None = None) -> bool:
         """Write the buffered rows until none is left or ``deadline`` passes; True when empty.
 
         Returns False at once when the database is unavailable (the rows stay).
-        The writer thread calls it; tests may call it directly on a writer that
-        was never started.
         """
         rows = self.rows
         while rows:
@@ -450,14 +452,13 @@ class EventLogWriter(threading.Thread):
         if left:
             self.rows.clear()
             self.lost += left
-            self.finished += left
+            self._finish(left)
             logger.error(
                 "event log: %d buffered rows could not be written before exit "
                 "(database unavailable for %.0f s)",
                 left,
                 FINAL_FLUSH_SECONDS,
             )
-        self._report_drops(force=True)
 
     def _store(self, batch: list[Row]) -> list[Row]:
         """Write ``batch``; return the rows still to write (non-empty only on an outage).
@@ -483,7 +484,7 @@ class EventLogWriter(threading.Thread):
 
     def _reject(self, row: Row, error: BaseException) -> None:
         self.rejected += 1
-        self.finished += 1
+        self._finish(1)
         logger.error(
             "event log: row rejected by the database and dropped (%s: %s): %s %r",
             type(error).__name__,
@@ -503,9 +504,9 @@ class EventLogWriter(threading.Thread):
             labels: dict[str, str] = {}
             values: list[tuple[Any, ...]] = []
             append = values.append
-            # This loop shares the GIL with the read loop: keep it to a few
-            # microseconds per row (ASCII names need no escaping at all).
-            for ts, pathname, src, mask, maskname, is_dir, watch_id, label in batch:
+            # Kept to a few microseconds per row (ASCII names need no escaping at all):
+            # in-process, this loop shares the GIL with the read loop.
+            for ts, pathname, src, mask, maskname, (watch_id, label) in batch:
                 if pathname.isascii() and (not src or src.isascii()):
                     path_text, src_text, escaped = pathname, src, False
                 else:
@@ -521,7 +522,7 @@ class EventLogWriter(threading.Thread):
                         escaped,
                         mask,
                         maskname[:64],
-                        bool(is_dir),
+                        bool(mask & IN_ISDIR),
                         watch_id,
                         label_text,
                         host,
@@ -542,7 +543,7 @@ class EventLogWriter(threading.Thread):
                         connection.close()
                 if attempt == 1 and reused and self._outage_since is None:
                     continue  # a connection the server dropped while idle: one retry, at once
-                return self._outage(exc)
+                return self._outage(exc, len(self.rows) + len(values))
             except Exception as exc:
                 return exc
             break
@@ -550,25 +551,296 @@ class EventLogWriter(threading.Thread):
             logger.warning(
                 "event log: database back after %.1f s; writing %d waiting rows",
                 time.monotonic() - self._outage_since,
-                self.pending,
+                len(self.rows) + len(values),
             )
             self._outage_since = None
         self.written += len(values)
-        self.finished += len(values)
+        self._finish(len(values))
         return None
 
-    def _outage(self, exc: BaseException) -> BaseException:
+    def _outage(self, exc: BaseException, waiting: int) -> BaseException:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             logger.warning(
                 "event log: database unavailable (%s); %d rows wait and are retried",
                 str(exc).strip(),
-                self.pending,
+                waiting,
             )
         return exc
 
+
+class EventLogWriter(EventLogStore, threading.Thread):
+    """The read loop's side of the event log: a bounded buffer, emptied by a writer process.
+
+    The read loop appends each logged event to ``incoming``, one flat list
+    of ``ROW_ITEMS`` items per row (pathname, time, key = watch index << 32 |
+    mask, src pathname or ""): one ``list += tuple`` per event, inlined in
+    ``ActiveWatch.deliver``, no lock, no counter. This thread takes rows from
+    the head of the list (under ``_lock``; the loop only ever extends the tail).
+    At most ``capacity`` rows are taken and not yet written; rows beyond what
+    may still wait are cut from the tail of ``incoming`` once per tick
+    (``poke``) and counted in ``dropped``, so the newest rows are the ones
+    dropped and the bound holds within a tick's worth of events.
+
+    Once started, this thread sends the rows every ``interval`` seconds
+    (sooner when half the buffer waits) to a writer *process*
+    (``inotifier.daemon.logworker``), and a reply thread reads back what it
+    wrote (``written``, ``rejected``, ``lost``, ``pruned``) and its log
+    records, which are logged here. The process builds the rows, formats them,
+    runs the SQL and the retention, so none of that competes with the read
+    loop for the GIL. It runs at a lower CPU priority
+    (INOTIFIER_EVENT_LOG_NICE): when the machine is busy, events are delivered
+    first and the log catches up after. A writer process that dies is
+    replaced (the rows it had not confirmed are counted as lost); ``stop``
+    sends what waits and lets the process write it before returning.
+
+    With an in-memory SQLite database (no other process can open it), or
+    ``process=False``, this thread writes the rows itself (``EventLogStore``).
+    ``flush`` writes from the calling thread (tests).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        capacity: int | None = None,
+        interval: float | None = None,
+        *,
+        prune: bool = True,
+        using: str = DEFAULT_DB_ALIAS,
+        process: bool | None = None,
+    ) -> None:
+        EventLogStore.__init__(self, host, interval, prune=prune, using=using)
+        threading.Thread.__init__(self, name="inotifier-eventlog", daemon=True)
+        self.capacity = max(1, int(capacity or app_settings.INOTIFIER_EVENT_LOG_BUFFER))
+        if process is None:
+            connection = connections[using]
+            # No other process can open an in-memory SQLite database.
+            in_memory = connection.vendor == "sqlite" and connection.is_in_memory_db()  # type: ignore[attr-defined]
+            process = not in_memory
+        self.process = process
+        #: The read loop's rows, flat (see the class docstring); never replaced.
+        self.incoming: list[Any] = []
+        self.taken = 0  # rows taken from ``incoming`` (under _lock)
+        self.dropped = 0  # rows refused or cut because the buffer was full (read loop)
+        #: (watch id, label) of every watch that logs; a row's key carries its index.
+        self.tails: list[tuple[int | None, str]] = []
+        self._tail_keys: dict[tuple[int | None, str], int] = {}
+        self.restarts = 0
+        self.worker: WorkerLink | None = None
+        self.worker_pid: int | None = None
+        self._lock = threading.Lock()
+        self._wake_at = max(1, self.capacity // 2)
+        self._wake = threading.Event()
+        self._stop_event = threading.Event()
+        self._flushed = threading.Event()
+        self._dropped_reported = 0
+        self._next_drop_report = 0.0
+        self._restart_delay = WORKER_RESTART_DELAY
+
+    @property
+    def accepted(self) -> int:
+        """Rows taken from the read loop so far (cut rows excluded once cut)."""
+        return self.taken + len(self.incoming) // ROW_ITEMS
+
+    @property
+    def pending(self) -> int:
+        """Rows accepted and not yet written (or given up)."""
+        return self.accepted - self.finished
+
+    # -- read-loop side -------------------------------------------------------------
+
+    def tail_key(self, watch_id: int | None, label: str) -> int:
+        """Return the key bits (index << 32) of a watch's rows; a mask is or-ed in per row."""
+        tail = (watch_id, label)
+        key = self._tail_keys.get(tail)
+        if key is None:
+            self.tails.append(tail)
+            key = self._tail_keys[tail] = (len(self.tails) - 1) << 32
+        return key
+
+    def offer(self, now: float, event: Any, watch: Any) -> None:
+        """Queue one row for ``event`` seen at ``now`` (a time.time() value) through ``watch``.
+
+        Exact about the bound, unlike the read loop's inlined append (see ``poke``).
+        """
+        spec = watch.spec
+        key = self.tail_key(spec.watch_id, spec.label) | event.mask
+        with self._lock:
+            full = self.pending >= self.capacity
+        if full:
+            self.dropped += 1
+            return
+        self.incoming += (event.pathname, now, key, getattr(event, "src_pathname", ""))
+        self.poke()
+
+    def poke(self) -> None:
+        """Cut the rows beyond the bound; wake the writer if half of it waits (once per tick)."""
+        incoming = self.incoming
+        if not incoming:
+            return
+        with self._lock:
+            may_wait = self.capacity - (self.taken - self.finished)
+            excess = len(incoming) // ROW_ITEMS - max(0, may_wait)
+            if excess > 0:
+                del incoming[-excess * ROW_ITEMS :]  # the newest rows
+                self.dropped += excess
+        if len(incoming) // ROW_ITEMS >= self._wake_at and not self._wake.is_set():
+            self._wake.set()
+
+    # -- writer side ---------------------------------------------------------------------
+
+    def take(self, limit: int | None = None) -> list[Any]:
+        """Take up to ``limit`` waiting rows (flat) from the head of ``incoming``, within the bound."""
+        with self._lock:
+            incoming = self.incoming
+            n = min(len(incoming) // ROW_ITEMS, self.capacity - (self.taken - self.finished))
+            if limit is not None:
+                n = min(n, limit)
+            if n <= 0:
+                return []
+            size = n * ROW_ITEMS
+            taken = incoming[:size]
+            del incoming[:size]
+            self.taken += n
+        return taken
+
+    def put_back(self, flat: list[Any]) -> None:
+        """Return rows taken and not sent to the head of ``incoming`` (for the next process)."""
+        with self._lock:
+            self.incoming[0:0] = flat
+            self.taken -= len(flat) // ROW_ITEMS
+
+    def _finish(self, n: int) -> None:
+        with self._lock:
+            self.finished += n
+
+    def count_confirmed(self, written: int, rejected: int, lost: int, pruned: int) -> None:
+        """Add what the writer process confirmed (its reply thread calls this)."""
+        self.written += written
+        self.rejected += rejected
+        self.lost += lost
+        self.pruned += pruned
+        if written or rejected or lost:
+            self._restart_delay = WORKER_RESTART_DELAY
+            self._finish(written + rejected + lost)
+
+    def _unpack_incoming(self) -> None:
+        """Move what waits to ``rows``, to be written from this process."""
+        while flat := self.take():
+            self.rows.extend(rows_from_flat(flat, self.tails))
+
+    def flush(self, deadline: float | None = None) -> bool:
+        """Write what waits from the calling thread (see ``EventLogStore.flush``)."""
+        self._unpack_incoming()
+        return super().flush(deadline)
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            if self.process:
+                self._run_process()
+            else:
+                self.loop(self._wake, self._stop_event, self._report_drops)
+                self._report_drops(force=True)
+        except Exception:
+            logger.exception("event log: unexpected error in the writer thread")
+        finally:
+            self._flushed.set()
+
+    def _report_drops(self, force: bool = False) -> None:
+        dropped = self.dropped
+        now = time.monotonic()
+        if dropped != self._dropped_reported and (force or now >= self._next_drop_report):
+            logger.warning(
+                "event log buffer full (INOTIFIER_EVENT_LOG_BUFFER = %d rows): %d rows dropped"
+                " (%d in total); raise the setting or check the database",
+                self.capacity,
+                dropped - self._dropped_reported,
+                dropped,
+            )
+            self._dropped_reported = dropped
+            self._next_drop_report = now + DROP_REPORT_INTERVAL
+
+    def _run_process(self) -> None:
+        next_start = 0.0
+        while True:
+            stopping = self._stop_event.is_set()
+            worker = self.worker
+            if worker is not None and not worker.alive:
+                self._worker_gone(worker)
+                worker = self.worker = None
+                next_start = time.monotonic() + self._restart_delay
+                self._restart_delay = min(MAX_RESTART_DELAY, self._restart_delay * 2)
+            due = time.monotonic() >= next_start or (stopping and self.incoming)  # last chance
+            if worker is None and (self.incoming or not stopping) and due:
+                worker = self.worker = self._start_worker()
+                if worker is None:
+                    next_start = time.monotonic() + self._restart_delay
+                    self._restart_delay = min(MAX_RESTART_DELAY, self._restart_delay * 2)
+            if worker is not None:
+                worker.send_rows()
+            self._report_drops()
+            if stopping:
+                break
+            timeout = self.interval if worker is not None else max(0.01, next_start - time.monotonic())
+            self._wake.wait(timeout)
+            self._wake.clear()
+        if self.worker is not None:
+            self.worker.finish(FINAL_FLUSH_SECONDS + 1.0)
+            self._worker_gone(self.worker)
+            self.worker = None
+        with self._lock:
+            left = len(self.incoming) // ROW_ITEMS
+            self.incoming.clear()
+            self.taken += left
+        if left:
+            self.lost += left
+            self._finish(left)
+            logger.error("event log: %d buffered rows could not be written before exit", left)
+        self._report_drops(force=True)
+
+    def _start_worker(self) -> WorkerLink | None:
+        from .logworker import WorkerLink
+
+        try:
+            worker = WorkerLink.start(self)
+        except Exception as exc:
+            logger.error(
+                "event log: could not start the writer process (%s: %s); retrying in %.0f s",
+                type(exc).__name__,
+                exc,
+                self._restart_delay,
+            )
+            return None
+        self.worker_pid = worker.pid
+        if self.restarts:
+            logger.warning("event log: writer process restarted (pid %d)", worker.pid)
+        self.restarts += 1
+        return worker
+
+    def _worker_gone(self, worker: WorkerLink) -> None:
+        """Account for a writer process that ended: rows it never confirmed are lost."""
+        worker.close()
+        unconfirmed = worker.sent - worker.finished
+        if unconfirmed > 0:
+            self.lost += unconfirmed
+            self._finish(unconfirmed)
+        if not worker.clean_exit:
+            logger.error(
+                "event log: the writer process (pid %d) ended unexpectedly (%s); "
+                "%d rows sent to it were not confirmed and are counted as lost",
+                worker.pid,
+                worker.exit_description(),
+                max(0, unconfirmed),
+            )
+
     def stop(self, timeout: float = FINAL_FLUSH_SECONDS + 2.0) -> None:
-        """Write what is buffered (retrying up to FINAL_FLUSH_SECONDS) and stop the thread."""
+        """Write what is buffered (retrying up to FINAL_FLUSH_SECONDS) and stop.
+
+        Called from the read loop's thread, once it appends no more.
+        """
+        self.poke()
         self._stop_event.set()
         self._wake.set()
         if self.is_alive():
@@ -581,6 +853,9 @@ class EventLogWriter(threading.Thread):
             else:
                 # _flushed is set in run()'s finally: the thread ends a moment later.
                 self.join(1.0)
-        elif self.rows:
+        else:
             # Never started (or already gone): write from this thread.
-            self._final_flush()
+            self._unpack_incoming()
+            if self.rows:
+                self._final_flush()
+            self._report_drops(force=True)

@@ -221,6 +221,8 @@ class Daemon:
             logger.info("reconcile requested")
             self.reconcile(force=True, announce=True)
         self.process_events(deadline=time.monotonic() + SLICE_SECONDS)
+        if self.event_log is not None:
+            self.event_log.poke()
         now = time.monotonic()
         if self.pending_dir_moves and not self.reader.chunks and not self._ready:
             for watch in self.pending_dir_moves:

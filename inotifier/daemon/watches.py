@@ -244,6 +244,10 @@ class ActiveWatch:
         self.log: EventLogWriter | None = (
             self.daemon.event_log if (spec.event_log and self.daemon.event_log) else None
         )
+        log = self.log
+        # The event log's list of rows, and the watch's part of each row's key.
+        self.log_rows = log.incoming if log is not None else None
+        self.log_key = log.tail_key(spec.watch_id, spec.label) if log is not None else 0
 
     def __hash__(self) -> int:
         return id(self)
@@ -420,12 +424,11 @@ class ActiveWatch:
         self.last_event = now
         self.events += 1
         self.dirty = True
-        if self.log is not None:
-            spec = self.spec
-            self.log.push(
-                (now, pathname, src, mask, event.maskname, bool(mask & IN_ISDIR),
-                 spec.watch_id, spec.label)
-            )
+        rows = self.log_rows
+        if rows is not None:
+            # EventLogWriter.offer, inlined and without the bound check (poke enforces
+            # it once per tick): this runs for every logged event.
+            rows += (pathname, now, self.log_key | mask, src)
         try:
             self.processor(event)  # type: ignore[misc]
         except Exception as exc:
