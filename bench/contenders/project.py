@@ -162,7 +162,7 @@ def _run_stream(ctx: StreamContext, database_url: str | None, event_log: bool) -
             # Every row accepted is in the table: the writer counts what it committed.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if not writer.rows and writer.written >= rec.report()["received"]:
+                if not writer.pending and writer.written >= rec.report()["received"]:
                     break
                 time.sleep(0.002)
             done = time.monotonic_ns()
@@ -427,6 +427,35 @@ def project_reconcile(ctx: TaskContext) -> dict[str, float]:
         "watches_touched": float(max(touched)),
         "rows": float(rows),
     }
+
+
+@task("sustained", "project", "django-inotifier loop, event log on vs off, 100 000 events per cycle")
+def project_sustained(ctx: TaskContext) -> dict[str, float]:
+    """Target 3a, sustained (see ``bench/sustained.py``): ``sqlite_ratio`` and
+    ``postgres_ratio``, the loop's rate with the event log on over its rate
+    with it off, both in the same process, the writer busy meanwhile."""
+    files, cycles = (5000, 6) if ctx.quick else (25_000, 10)
+    out: dict[str, float] = {}
+    pg = ctx.options.get("pg_dsn", PG_SERVER)
+    for label in ("sqlite", "postgres"):
+        code = (
+            "import json, os; from bench import sustained as s; "
+            f"r = s.run({label!r}, files={files}, cycles={cycles}, pg_url={pg!r}); "
+            "print('RESULT ' + json.dumps(r), flush=True); os._exit(0)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=REPO
+        )
+        lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+        if result.returncode != 0 or not lines:
+            if label == "postgres" and "not reachable" in result.stderr:
+                raise Skip(f"PostgreSQL not reachable at {pg}")
+            raise RuntimeError(f"sustained benchmark on {label} failed: {result.stderr[-1500:]}")
+        figures = json.loads(lines[-1][7:])
+        out[f"{label}_ratio"] = figures["ratio"]
+        out[f"{label}_on_rate"] = figures["on_rate"]
+        out[f"{label}_off_rate"] = figures["off_rate"]
+    return out
 
 
 @task("admin", "project", "admin event-log changelist, 1 000 000 rows")
