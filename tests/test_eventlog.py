@@ -264,6 +264,25 @@ def test_thread_mode_writes_without_a_process(transactional_db: Any) -> None:
     assert writer.worker_pid is None and writer.written == 1
 
 
+def test_a_writer_process_that_cannot_run_gives_way_to_a_thread(
+    transactional_db: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from inotifier.daemon import logworker
+
+    monkeypatch.setattr(logworker, "BOOTSTRAP", "import sys; sys.exit(3)")  # dies at once
+    monkeypatch.setattr(eventlog_mod, "WORKER_RESTART_DELAY", 0.01)
+    writer = EventLogWriter("h", capacity=100, interval=0.05, prune=False)
+    writer.start()
+    try:
+        wait_for(lambda: not writer.process, 20)
+        writer.offer(time.time(), fake_event("/w/after-fallback"), FakeWatch())
+        wait_for(lambda: EventLog.objects.filter(pathname="/w/after-fallback").exists(), 10)
+    finally:
+        writer.stop()
+    assert caplog.text.count("ended unexpectedly (exit status 3)") == eventlog_mod.FALLBACK_AFTER
+    assert "3 writer processes in a row ended without writing a row" in caplog.text
+
+
 def test_rows_travel_as_flat_lists_and_come_back_whole() -> None:
     tails: list[Any] = []
     moved = os.fsdecode(b"/w/caf\xe9")

@@ -60,6 +60,9 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, 
 #: doubled after each failure in a row, up to MAX_RESTART_DELAY.
 WORKER_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 60.0
+#: Writer processes in a row that end (or fail to start) without confirming a row,
+#: after which the daemon writes from its own thread instead.
+FALLBACK_AFTER = 3
 
 IN_ISDIR = BITS["IN_ISDIR"]
 
@@ -591,8 +594,11 @@ class EventLogWriter(EventLogStore, threading.Thread):
     loop for the GIL. It runs at a lower CPU priority
     (INOTIFIER_EVENT_LOG_NICE): when the machine is busy, events are delivered
     first and the log catches up after. A writer process that dies is
-    replaced (the rows it had not confirmed are counted as lost); ``stop``
-    sends what waits and lets the process write it before returning.
+    replaced (the rows it had not confirmed are counted as lost); after
+    FALLBACK_AFTER in a row that wrote nothing (it cannot even start: no
+    interpreter at ``sys.executable``, a database backend only the daemon
+    can load), this thread writes the rows itself. ``stop`` sends what waits
+    and lets the process write it before returning.
 
     With an in-memory SQLite database (no other process can open it), or
     ``process=False``, this thread writes the rows itself (``EventLogStore``).
@@ -764,18 +770,31 @@ class EventLogWriter(EventLogStore, threading.Thread):
 
     def _run_process(self) -> None:
         next_start = 0.0
+        failures = 0  # writer processes in a row that confirmed nothing
         while True:
             stopping = self._stop_event.is_set()
             worker = self.worker
             if worker is not None and not worker.alive:
                 self._worker_gone(worker)
+                failures = 0 if worker.finished else failures + 1
                 worker = self.worker = None
                 next_start = time.monotonic() + self._restart_delay
                 self._restart_delay = min(MAX_RESTART_DELAY, self._restart_delay * 2)
+            if failures >= FALLBACK_AFTER and not stopping:
+                logger.error(
+                    "event log: %d writer processes in a row ended without writing a row; "
+                    "writing from the daemon's own thread from now on",
+                    failures,
+                )
+                self.process = False
+                self.loop(self._wake, self._stop_event, self._report_drops)
+                self._report_drops(force=True)
+                return
             due = time.monotonic() >= next_start or (stopping and self.incoming)  # last chance
             if worker is None and (self.incoming or not stopping) and due:
                 worker = self.worker = self._start_worker()
                 if worker is None:
+                    failures += 1
                     next_start = time.monotonic() + self._restart_delay
                     self._restart_delay = min(MAX_RESTART_DELAY, self._restart_delay * 2)
             if worker is not None:
