@@ -7,7 +7,7 @@ DEMO_VENV ?= .venv-demo
 # Playwright drives Debian's Chromium; it must never download a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test test-sqlite test-postgres lint matrix bench browser-deps clean
+.PHONY: demo test test-sqlite test-postgres lint matrix bench bench-deps browser-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,11 @@ browser-deps:
 	[ -x /usr/bin/chromium ] || (apt-get update -qq && apt-get install -y -qq chromium)
 
 ## Benchmarks against raw pyinotify, inotify_simple, watchdog and inotifywait (see bench/).
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed bench-deps
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-deps:
+	command -v inotifywait >/dev/null || (apt-get update -qq && apt-get install -y -qq inotify-tools)
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .nox .mypy_cache .ruff_cache .pytest_cache test-artifacts

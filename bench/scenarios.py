@@ -573,7 +573,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Event log on vs off, sustained (project only)",
         "The daemon's loop draining 4 x 25 000 events from its own buffer per cycle (about half a "
         "second, the event log's writer busy meanwhile; default settings); cycles alternate log on / "
-        "log off in one process; ratio = median on / median off (see bench/sustained.py).",
+        "log off in one process; ratio = median of the on/off ratios of consecutive cycles "
+        "(see bench/sustained.py).",
         task_once,
         None,
         (),

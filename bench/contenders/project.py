@@ -434,7 +434,7 @@ def project_sustained(ctx: TaskContext) -> dict[str, float]:
     """Target 3a, sustained (see ``bench/sustained.py``): ``sqlite_ratio`` and
     ``postgres_ratio``, the loop's rate with the event log on over its rate
     with it off, both in the same process, the writer busy meanwhile."""
-    files, cycles = (5000, 6) if ctx.quick else (25_000, 10)
+    files, cycles = (5000, 6) if ctx.quick else (25_000, 12)
     out: dict[str, float] = {}
     pg = ctx.options.get("pg_dsn", PG_SERVER)
     for label in ("sqlite", "postgres"):
