@@ -158,15 +158,19 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(
     assert "row rejected by the database and dropped" in caplog.text
 
 
-def test_writer_thread_flushes_while_events_flow_and_on_stop(transactional_db: Any) -> None:
-    writer = EventLogWriter("h", capacity=1000, interval=0.25, prune=False)
+def write_one_while_running(writer: EventLogWriter, pathname: str) -> None:
+    """Start ``writer``, offer one row, wait until it is in the table, stop the writer."""
     writer.start()
     try:
-        writer.offer(time.time(), fake_event("/w/first"), FakeWatch())
-        wait_for(lambda: EventLog.objects.filter(pathname="/w/first").exists(), 10)
+        writer.offer(time.time(), fake_event(pathname), FakeWatch())
+        wait_for(lambda: EventLog.objects.filter(pathname=pathname).exists(), 10)
     finally:
         writer.stop()
     assert not writer.is_alive()
+
+
+def test_writer_thread_flushes_while_events_flow_and_on_stop(transactional_db: Any) -> None:
+    write_one_while_running(EventLogWriter("h", capacity=1000, interval=0.25, prune=False), "/w/first")
 
     # With a flush interval of an hour, only stop() can write these.
     writer = EventLogWriter("h", capacity=1000, interval=3600, prune=False)
@@ -255,12 +259,7 @@ def test_1000_real_events_are_written_in_a_handful_of_queries(live: InProcessDae
 def test_thread_mode_writes_without_a_process(transactional_db: Any) -> None:
     assert EventLogWriter("h").process  # a database other processes can open: a writer process
     writer = EventLogWriter("h", capacity=100, interval=0.05, prune=False, process=False)
-    writer.start()
-    try:
-        writer.offer(time.time(), fake_event("/w/threaded"), FakeWatch())
-        wait_for(lambda: EventLog.objects.filter(pathname="/w/threaded").exists(), 10)
-    finally:
-        writer.stop()
+    write_one_while_running(writer, "/w/threaded")
     assert writer.worker_pid is None and writer.written == 1
 
 
