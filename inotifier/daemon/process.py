@@ -11,7 +11,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
 
 from django.db import connections
 from django.utils.translation import gettext as _
@@ -79,18 +78,23 @@ def run_foreground(verbosity: int = 1, ready: Callable[[Daemon], None] | None = 
     pidfile = PidFile(app_settings.pid_file)
     pidfile.acquire()
     try:
-        daemon = Daemon(on_ready=ready, notify=SdNotifier())
-        _install_reopen(None, None)
+        daemon = Daemon(on_ready=ready, notify=SdNotifier(), on_reopen=_reopener(None, None))
         logger.info("inotifier daemon started in the foreground (pid %s)", os.getpid())
         return daemon.run()
     finally:
         pidfile.release()
 
 
-def _install_reopen(stdout_path: str | None, stderr_path: str | None) -> None:
-    """Reopen the output files on SIGUSR1 (for logrotate's copytruncate-free rotation)."""
+def _reopener(stdout_path: str | None, stderr_path: str | None) -> Callable[[], None]:
+    """Return what the daemon's loop runs after SIGUSR1: reopen the output files (logrotate).
 
-    def reopen(signum: int, frame: Any) -> None:
+    The handler only sets a flag (``Daemon._on_usr1``); the files are reopened
+    by the loop, outside the handler. Until the daemon installs its handlers,
+    SIGUSR1 is ignored (its default action would kill the process).
+    """
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+    def reopen() -> None:
         for path, fd in ((stdout_path, 1), (stderr_path, 2)):
             if path:
                 try:
@@ -102,7 +106,7 @@ def _install_reopen(stdout_path: str | None, stderr_path: str | None) -> None:
                 os.close(new)
         logger.info("output files reopened")
 
-    signal.signal(signal.SIGUSR1, reopen)
+    return reopen
 
 
 def start_daemon(verbosity: int = 1, timeout: float | None = None) -> int:
@@ -200,7 +204,7 @@ def _daemon_main(write_fd: int, stdout_path: str | None, stderr_path: str | None
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     configure_logging(verbosity, sys.stderr)
-    _install_reopen(stdout_path, stderr_path)
+    reopen = _reopener(stdout_path, stderr_path)
     pidfile = PidFile(app_settings.pid_file)
     try:
         pidfile.acquire()
@@ -222,7 +226,7 @@ def _daemon_main(write_fd: int, stdout_path: str | None, stderr_path: str | None
 
     code = 1
     try:
-        code = Daemon(on_ready=ready, notify=SdNotifier()).run()
+        code = Daemon(on_ready=ready, notify=SdNotifier(), on_reopen=reopen).run()
     except BaseException as exc:
         logger.exception("the daemon failed")
         if pipe:

@@ -65,10 +65,13 @@ class Daemon:
         on_ready: Callable[[Daemon], None] | None = None,
         notify: Callable[[str], None] | None = None,
         install_signal_handlers: bool = True,
+        on_reopen: Callable[[], None] | None = None,
     ) -> None:
         self.hostname = hostname or app_settings.hostname
         self.use_database = use_database
         self.on_ready = on_ready
+        self.on_reopen = on_reopen  # run by the loop after SIGUSR1 (logrotate)
+        self._reopen = False
         self.notify = notify or (lambda message: None)
         self.install_signal_handlers = install_signal_handlers
         self.poll_interval = float(app_settings.INOTIFIER_POLL_INTERVAL)
@@ -123,6 +126,8 @@ class Daemon:
             signal.signal(signal.SIGTERM, self._on_stop_signal)
             signal.signal(signal.SIGINT, self._on_stop_signal)
             signal.signal(signal.SIGHUP, self._on_hup)
+            # Always handled: SIGUSR1's default action would kill the daemon.
+            signal.signal(signal.SIGUSR1, self._on_usr1)
             signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
     def _wake(self) -> None:
@@ -138,6 +143,9 @@ class Daemon:
 
     def _on_hup(self, signum: int, frame: Any) -> None:
         self._hup = True
+
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        self._reopen = True
 
     def stop(self) -> None:
         """Ask the loop to end (thread-safe)."""
@@ -208,7 +216,7 @@ class Daemon:
         if timeout is None:
             timeout = max(0.0, min(self._next_poll, self._next_missing) - now)
         assert self.reader is not None
-        if not self.reader.chunks and not self._ready and not self._hup and not self.stopping:
+        if not self.reader.chunks and not self._ready and not (self._hup or self._reopen or self.stopping):
             for _key, _mask in self.selector.select(timeout):
                 pass
         try:
@@ -216,6 +224,10 @@ class Daemon:
                 pass
         except (BlockingIOError, OSError):
             pass
+        if self._reopen:
+            self._reopen = False
+            if self.on_reopen is not None:
+                self.on_reopen()
         if self._hup:
             self._hup = False
             logger.info("reconcile requested")
