@@ -67,7 +67,7 @@ FALLBACK_AFTER = 3
 IN_ISDIR = BITS["IN_ISDIR"]
 
 #: One logged event: (time.time(), pathname, src_pathname or "", mask, maskname, (watch id, label)).
-#: The last item is one tuple per watch (``ActiveWatch.log_tail``), shared by its rows.
+#: The last item is the watch's entry of ``EventLogWriter.tails``, shared by its rows.
 Row = tuple[float, str, str, int, str, tuple["int | None", str]]
 
 
@@ -747,8 +747,7 @@ class EventLogWriter(EventLogStore, threading.Thread):
             if self.process:
                 self._run_process()
             else:
-                self.loop(self._wake, self._stop_event, self._report_drops)
-                self._report_drops(force=True)
+                self._run_thread()
         except Exception:
             logger.exception("event log: unexpected error in the writer thread")
         finally:
@@ -768,6 +767,17 @@ class EventLogWriter(EventLogStore, threading.Thread):
             self._dropped_reported = dropped
             self._next_drop_report = now + DROP_REPORT_INTERVAL
 
+    def _run_thread(self) -> None:
+        """Write the rows from this thread (EventLogStore's loop) until stopped."""
+        self.loop(self._wake, self._stop_event, self._report_drops)
+        self._report_drops(force=True)
+
+    def _restart_at(self) -> float:
+        """When to start the next writer process; the delay doubles on each call."""
+        at = time.monotonic() + self._restart_delay
+        self._restart_delay = min(MAX_RESTART_DELAY, self._restart_delay * 2)
+        return at
+
     def _run_process(self) -> None:
         next_start = 0.0
         failures = 0  # writer processes in a row that confirmed nothing
@@ -778,8 +788,7 @@ class EventLogWriter(EventLogStore, threading.Thread):
                 self._worker_gone(worker)
                 failures = 0 if worker.finished else failures + 1
                 worker = self.worker = None
-                next_start = time.monotonic() + self._restart_delay
-                self._restart_delay = min(MAX_RESTART_DELAY, self._restart_delay * 2)
+                next_start = self._restart_at()
             if failures >= FALLBACK_AFTER and not stopping:
                 logger.error(
                     "event log: %d writer processes in a row ended without writing a row; "
@@ -787,16 +796,14 @@ class EventLogWriter(EventLogStore, threading.Thread):
                     failures,
                 )
                 self.process = False
-                self.loop(self._wake, self._stop_event, self._report_drops)
-                self._report_drops(force=True)
+                self._run_thread()
                 return
             due = time.monotonic() >= next_start or (stopping and self.incoming)  # last chance
             if worker is None and (self.incoming or not stopping) and due:
                 worker = self.worker = self._start_worker()
                 if worker is None:
                     failures += 1
-                    next_start = time.monotonic() + self._restart_delay
-                    self._restart_delay = min(MAX_RESTART_DELAY, self._restart_delay * 2)
+                    next_start = self._restart_at()
             if worker is not None:
                 worker.send_rows()
             self._report_drops()
@@ -874,7 +881,5 @@ class EventLogWriter(EventLogStore, threading.Thread):
                 self.join(1.0)
         else:
             # Never started (or already gone): write from this thread.
-            self._unpack_incoming()
-            if self.rows:
-                self._final_flush()
+            self._final_flush()  # its flush() takes what waits in ``incoming`` too
             self._report_drops(force=True)

@@ -30,7 +30,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -364,31 +363,20 @@ def main() -> None:
         _serve(replies)
     except Exception:
         code = 1
-        logging.getLogger("inotifier.daemon.eventlog").exception("event log: the writer process failed")
-        with contextlib.suppress(Exception):
-            # Logging may not be set up yet: say it directly.
-            replies.send(
-                b"L",
-                pickle.dumps(
-                    {
-                        "name": "inotifier.daemon.eventlog",
-                        "levelno": logging.ERROR,
-                        "levelname": "ERROR",
-                        "msg": "event log: the writer process failed",
-                        "exc_text": _format_current_exception(),
-                        "created": time.time(),
-                    }
-                ),
-            )
+        # Straight to the daemon, once: logging may not be set up yet.
+        record = logging.getLogger("inotifier.daemon.eventlog").makeRecord(
+            "inotifier.daemon.eventlog",
+            logging.ERROR,
+            __file__,
+            0,
+            "event log: the writer process failed",
+            (),
+            sys.exc_info(),
+        )
+        _ToDaemon(replies).emit(record)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _format_current_exception() -> str:
-    import traceback
-
-    return traceback.format_exc()
 
 
 def _serve(replies: _Replies) -> None:

@@ -14,16 +14,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyinotify
 
 from ..masks import BITS, EVENT_BITS, VALID_BITS, event_maskname
 from ..specs import WatchSpec, is_excluded
 from .inotify import Inotify, raw_add_watch, read_sysctl
-
-if TYPE_CHECKING:
-    from .eventlog import EventLogWriter
 
 logger = logging.getLogger("inotifier.daemon")
 
@@ -241,11 +238,8 @@ class ActiveWatch:
         self.kernel_mask = kmask
         self.root = spec.path
         self.excludes = spec.excludes
-        self.log: EventLogWriter | None = (
-            self.daemon.event_log if (spec.event_log and self.daemon.event_log) else None
-        )
-        log = self.log
-        # The event log's list of rows, and the watch's part of each row's key.
+        log = self.daemon.event_log if spec.event_log else None
+        # The event log's list of rows (None: not logged), and the watch's part of each row's key.
         self.log_rows = log.incoming if log is not None else None
         self.log_key = log.tail_key(spec.watch_id, spec.label) if log is not None else 0
 
