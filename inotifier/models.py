@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -11,6 +12,7 @@ from django.db.models import F
 from django.utils.translation import gettext_lazy as _
 
 from .conf import app_settings
+from .escaping import escape_path, unescape_path  # noqa: F401  (escape_path: its old home)
 from .masks import ALL_EVENTS, describe_mask
 from .specs import (
     SpecError,
@@ -20,6 +22,7 @@ from .specs import (
     validate_path,
     validate_processor_allowed,
 )
+from .states import State
 
 
 class ConfigVersion(models.Model):
@@ -199,6 +202,30 @@ class WatchPath(models.Model):
             raise ValidationError(errors)
 
 
+def heartbeat_limit() -> float:
+    """Return the seconds after which a daemon that wrote no heartbeat counts as not alive.
+
+    Three poll intervals, at least 30 s: the daemon writes its heartbeat every 10 s
+    when nothing changes, and at every poll when something does.
+    """
+    return max(30.0, 3 * float(app_settings.INOTIFIER_POLL_INTERVAL))
+
+
+class DaemonStatusQuerySet(models.QuerySet["DaemonStatus"]):
+    """Daemon status rows, with the question every reader asks: which daemons are alive?"""
+
+    def alive(self) -> DaemonStatusQuerySet:
+        """Return the daemons that say they run and wrote a heartbeat recently."""
+        from django.utils import timezone
+
+        cutoff = timezone.now() - timedelta(seconds=heartbeat_limit())
+        return self.filter(running=True, heartbeat__gte=cutoff)
+
+    def alive_hosts(self) -> set[str]:
+        """Return the host names of the daemons that are alive."""
+        return set(self.alive().values_list("host", flat=True))
+
+
 class DaemonStatus(models.Model):
     """What the daemon of one host reports about itself; written by the daemon only."""
 
@@ -217,6 +244,8 @@ class DaemonStatus(models.Model):
     progress = models.CharField(_("progress"), max_length=255, blank=True)
     message = models.TextField(_("message"), blank=True)
 
+    objects = DaemonStatusQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("daemon status")
         verbose_name_plural = _("daemon status")
@@ -226,22 +255,22 @@ class DaemonStatus(models.Model):
         return f"{self.host} (pid {self.pid})"
 
     def is_alive(self) -> bool:
-        """Return True when the heartbeat is recent (three poll intervals, at least 30 s)."""
+        """Return True when the daemon says it runs and its heartbeat is recent (``heartbeat_limit``)."""
         from django.utils import timezone
 
         if not self.running or self.heartbeat is None:
             return False
-        limit = max(30.0, 3 * float(app_settings.INOTIFIER_POLL_INTERVAL))
-        return (timezone.now() - self.heartbeat).total_seconds() < limit
+        return (timezone.now() - self.heartbeat).total_seconds() < heartbeat_limit()
 
 
 class WatchState(models.Model):
     """The state of one watch in the daemon of one host; written by the daemon only."""
 
-    ACTIVE = "active"
-    MISSING = "missing"
-    ERROR = "error"
-    STATE_CHOICES = [(ACTIVE, _("active")), (MISSING, _("missing")), (ERROR, _("error"))]
+    # Kept for code written against the first release; ``inotifier.states.State`` is the vocabulary.
+    ACTIVE = State.ACTIVE.value
+    MISSING = State.MISSING.value
+    ERROR = State.ERROR.value
+    STATE_CHOICES = State.choices
 
     host = models.CharField(_("host"), max_length=255)
     key = models.CharField(_("key"), max_length=64)
@@ -255,7 +284,7 @@ class WatchState(models.Model):
     path = models.CharField(_("path"), max_length=4096)
     mask = models.PositiveIntegerField(_("events"), default=0)
     processor = models.CharField(_("processor"), max_length=255, blank=True)
-    state = models.CharField(_("state"), max_length=16, choices=STATE_CHOICES)
+    state = models.CharField(_("state"), max_length=16, choices=State.choices)
     message = models.TextField(_("message"), blank=True)
     kernel_watches = models.IntegerField(_("kernel watches"), default=0)
     events = models.BigIntegerField(_("events"), default=0)
@@ -317,36 +346,3 @@ class EventLog(models.Model):
     def raw_pathname(self) -> bytes:
         """Return the path as the bytes the file system holds (undoing the escaping)."""
         return unescape_path(self.pathname) if self.escaped else os.fsencode(self.pathname)
-
-
-def escape_path(path: str) -> tuple[str, bool]:
-    """Return (text safe for the database, escaped?) for a path from os.fsdecode.
-
-    Valid UTF-8 names are kept as they are. A name holding undecodable bytes
-    (surrogate escapes) gets its backslashes doubled and each such byte written
-    as ``\\xNN``, which ``unescape_path`` reverses exactly.
-    """
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace"), True
-    return path, False
-
-
-def unescape_path(text: str) -> bytes:
-    """Return the bytes of a path escaped by ``escape_path``."""
-    out = bytearray()
-    data = text.encode("utf-8")
-    i = 0
-    while i < len(data):
-        if data[i : i + 2] == b"\\\\":
-            out += b"\\"
-            i += 2
-        elif data[i : i + 2] == b"\\x":
-            out.append(int(data[i + 2 : i + 4], 16))
-            i += 4
-        else:
-            out.append(data[i])
-            i += 1
-    return bytes(out)

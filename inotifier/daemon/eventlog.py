@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import marshal
 import threading
 import time
@@ -25,12 +24,13 @@ from django.db import (
 from django.utils import timezone
 
 from ..conf import app_settings
+from ..escaping import get_logger
 from ..masks import BITS, event_maskname
 
 if TYPE_CHECKING:
     from .logworker import WorkerLink
 
-logger = logging.getLogger("inotifier.daemon.eventlog")
+logger = get_logger("inotifier.daemon.eventlog")
 
 #: Rows per transaction (split into statements as the backend's parameter limit needs).
 BATCH_SIZE = 2000
@@ -234,7 +234,7 @@ def _escape_pair(pathname: str, src: str) -> tuple[str, str, bool]:
     ``EventLog.escaped`` covers both columns, so when one name needs escaping
     the other is escaped too (for valid UTF-8 that only doubles backslashes).
     """
-    from ..models import escape_path
+    from ..escaping import escape_path
 
     path_text, path_escaped = escape_path(pathname)
     src_text, src_escaped = escape_path(src) if src else ("", False)

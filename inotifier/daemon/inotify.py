@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import logging
 import os
 import select
 import struct
@@ -21,7 +20,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 
-logger = logging.getLogger("inotifier.daemon.inotify")
+from ..escaping import get_logger
+
+logger = get_logger("inotifier.daemon.inotify")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.inotify_init1.argtypes = [ctypes.c_int]

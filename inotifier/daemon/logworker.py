@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .eventlog import EventLogWriter
 
+from ..escaping import get_logger
 from .eventlog import FRAME_ROWS, ROW_ITEMS, pack_rows
 
-logger = logging.getLogger("inotifier.daemon.eventlog")
+logger = get_logger("inotifier.daemon.eventlog")
 
 HEADER = struct.Struct("<cI")
 #: Pipe capacity asked for (the kernel may give less): room for several frames.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 import socket
@@ -16,10 +15,11 @@ from django.db import connections
 from django.utils.translation import gettext as _
 
 from ..conf import app_settings
+from ..escaping import get_logger
 from .pidfile import AlreadyRunning, PidFile, PidFileError, running_pid
 from .runner import Daemon, configure_logging
 
-logger = logging.getLogger("inotifier.daemon.process")
+logger = get_logger("inotifier.daemon.process")
 
 
 class StartError(Exception):

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..escaping import get_logger
 from ..specs import WatchSpec
 
 if TYPE_CHECKING:
     from .runner import Daemon
     from .watches import ActiveWatch
 
-logger = logging.getLogger("inotifier.daemon.reconcile")
+logger = get_logger("inotifier.daemon.reconcile")
 
 #: Fields whose change needs the kernel watches rebuilt (not only re-masked).
 TREE_FIELDS = ("path", "recursive", "auto_add", "excludes")

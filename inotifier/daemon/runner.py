@@ -17,6 +17,7 @@ from django.db import DatabaseError, close_old_connections, connection, connecti
 
 from .. import signals as inotifier_signals
 from ..conf import app_settings
+from ..escaping import get_logger
 from ..masks import IN_IGNORED, IN_Q_OVERFLOW, event_maskname
 from ..specs import ROW_FIELDS, RowSpecs, SpecError, WatchSpec, load_processor
 from . import reconcile as reconcile_mod
@@ -24,7 +25,7 @@ from .eventlog import EventLogWriter
 from .inotify import HEADER_SIZE, Inotify, Reader, parse, read_sysctl
 from .watches import ACTIVE, MISSING, ActiveWatch, WatchTable, make_event
 
-logger = logging.getLogger("inotifier.daemon")
+logger = get_logger("inotifier.daemon")
 
 
 def refresh_connection() -> None:

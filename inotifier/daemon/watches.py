@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import time
 from collections import deque
@@ -18,11 +17,12 @@ from typing import Any
 
 import pyinotify
 
+from ..escaping import get_logger
 from ..masks import BITS, EVENT_BITS, VALID_BITS, event_maskname
 from ..specs import WatchSpec, is_excluded
 from .inotify import Inotify, raw_add_watch, read_sysctl
 
-logger = logging.getLogger("inotifier.daemon")
+logger = get_logger("inotifier.daemon")
 
 IN_ISDIR = BITS["IN_ISDIR"]
 IN_CREATE = BITS["IN_CREATE"]

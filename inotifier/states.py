@@ -1,0 +1,20 @@
+"""The states of a watch: one vocabulary for the daemon, the models, the admin and the commands."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class State(models.TextChoices):
+    """What the daemon reports about one watch (``WatchState.state``)."""
+
+    ACTIVE = "active", _("active")
+    MISSING = "missing", _("missing")
+    ERROR = "error", _("error")
+
+
+#: Shown instead of a stored state when the daemon that reported it is not alive
+#: (stopped, killed, or its heartbeat too old): the state is only as good as its daemon.
+UNKNOWN = "unknown"
+UNKNOWN_LABEL = _("unknown (daemon not running)")
