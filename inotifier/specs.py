@@ -34,6 +34,9 @@ class WatchSpec:
     event_log: bool = True
     label: str = ""
     watch_id: int | None = None  # WatchPath pk, None for settings entries
+    #: Real directories the watch may never leave (INOTIFIER_ALLOWED_ROOTS), None: no fence.
+    #: Checked on the opened directory at every (re)attach, so a root swapped for a link is caught.
+    fence: tuple[str, ...] | None = None
     error: str = field(default="", compare=True)  # set when the entry is unusable
 
     @property
@@ -92,15 +95,33 @@ def allowed_roots() -> list[str] | None:
     return [os.path.realpath(str(root)) for root in roots]
 
 
+def is_within(real: str, roots: Iterable[str]) -> bool:
+    """Return True when ``real`` (a path with symlinks resolved) is one of ``roots`` or below one."""
+    return any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def fence_for(path: str, roots: list[str] | None, *, row: bool) -> tuple[str, ...] | None:
+    """Return the directories a watch of ``path`` may never leave, or None (no fence).
+
+    A row from the admin is fenced by INOTIFIER_ALLOWED_ROOTS. A settings entry
+    is the project's own choice: fenced by the allowed roots when it lies inside
+    them, so a link swapped in later cannot take it out; else trusted as written.
+    """
+    if roots is None:
+        return None
+    if row or is_within(os.path.realpath(path), roots):
+        return tuple(roots)
+    return None
+
+
 def validate_allowed_root(path: str) -> None:
     """Raise SpecError when ``path``, symlinks and ``..`` resolved, is outside the allowed roots."""
     roots = allowed_roots()
     if roots is None:
         return
     real = os.path.realpath(path)
-    for root in roots:
-        if real == root or real.startswith(root.rstrip("/") + "/"):
-            return
+    if is_within(real, roots):
+        return
     shown = ", ".join(roots) or "(none)"
     raise SpecError(
         _("path %(path)r (really %(real)r) is outside INOTIFIER_ALLOWED_ROOTS (%(roots)s)")
@@ -236,6 +257,7 @@ def validate_settings_entry(index: int, entry: object, *, import_processor: bool
         excludes=parse_excludes(options.get("exclude")),
         event_log=bool(options.get("event_log", True)),
         label=norm,
+        fence=fence_for(norm, allowed_roots(), row=False),
     )
 
 
@@ -307,6 +329,7 @@ def spec_from_values(
         label=norm,
         watch_id=pk,
         error=error,
+        fence=tuple(roots) if roots is not None else None,
     )
 
 

@@ -32,6 +32,9 @@ _libc.inotify_add_watch.restype = ctypes.c_int
 _libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.inotify_rm_watch.restype = ctypes.c_int
 
+_libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+_libc.fstatfs.restype = ctypes.c_int
+
 #: ``inotify_add_watch(fd, path_bytes, mask)``: the wd, or -1 with the errno in ctypes.get_errno().
 raw_add_watch = _libc.inotify_add_watch
 
@@ -41,6 +44,42 @@ _HEADER = struct.Struct("iIII")
 HEADER_SIZE = _HEADER.size
 #: Bytes asked for per read(): room for thousands of events.
 READ_SIZE = 1 << 18
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+#: How a directory below a watched root is opened: never through a symbolic link.
+O_SUBDIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: File systems whose directories count their subdirectories in st_nlink (2 + subdirectories),
+#: so a directory with st_nlink == 2 has none and need not be listed: ext2/3/4, tmpfs, XFS.
+#: (btrfs reports 1, others make no promise: they are always listed.)
+NLINK_COUNTS_SUBDIRS = frozenset({0xEF53, 0x01021994, 0x58465342})
+
+
+def fd_path(fd: int) -> bytes:
+    """Return the ``/proc/self/fd`` name of an open file: a path that reaches exactly that inode."""
+    return b"/proc/self/fd/%d" % fd
+
+
+def real_path(fd: int) -> str | None:
+    """Return where the open directory or file ``fd`` really is (symlinks resolved), or None if deleted.
+
+    This is the kernel's own answer for the inode that is open, not for a name
+    that may have been swapped since: the check the allowed roots need.
+    """
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    if path.endswith(" (deleted)") or not path.startswith("/"):
+        return None
+    return path
+
+
+def fs_type(fd: int) -> int:
+    """Return the file system magic number (statfs ``f_type``) of an open file, 0 if unknown."""
+    buf = ctypes.create_string_buffer(256)
+    if _libc.fstatfs(fd, buf) != 0:
+        return 0
+    return int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little", signed=True) & 0xFFFFFFFF
 
 
 def read_sysctl(name: str) -> int | None:
@@ -76,6 +115,14 @@ class Inotify:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), os.fsdecode(raw))
         return int(wd)
+
+    def add_watch_fd(self, fd: int, mask: int) -> int:
+        """Watch the inode open as ``fd`` (not a name that may be swapped); return the wd.
+
+        The ``/proc/self/fd`` magic link reaches the open inode itself, so
+        IN_DONT_FOLLOW is dropped from the mask (it would watch the link).
+        """
+        return self.add_watch(fd_path(fd), mask & ~IN_DONT_FOLLOW)
 
     def rm_watch(self, wd: int) -> None:
         """Remove a watch; a watch the kernel already dropped is not an error."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..escaping import get_logger
 from ..specs import WatchSpec
+from ..states import State
 
 if TYPE_CHECKING:
     from .runner import Daemon
@@ -79,7 +80,7 @@ def apply(daemon: Daemon, plan: Plan) -> None:
         except Exception:
             logger.exception("removing watch %s failed", key)
         daemon.forget_state(watch)
-        logger.info("stopped watching %s (%s)", watch.spec.label, key)
+        logger.debug("stopped watching %s (%s)", watch.spec.label, key)
     for spec in plan.update:
         old = active[spec.key]
         try:
@@ -101,7 +102,7 @@ def apply(daemon: Daemon, plan: Plan) -> None:
                     old.stop(daemon.table)
                     old.spec = spec
                     old.processor = None
-                    old.set_state("error", daemon.processor_errors.get(spec.key, "unusable processor"))
+                    old.set_state(State.ERROR, daemon.processor_errors.get(spec.key, "unusable processor"))
                     continue
                 old.spec = spec
                 old.processor = processor
@@ -109,7 +110,7 @@ def apply(daemon: Daemon, plan: Plan) -> None:
                 if kind == "remask":
                     daemon.table.remask(old)
                 old.dirty = True
-            logger.info("updated watch %s (%s): %s", spec.label, spec.key, kind)
+            logger.debug("updated watch %s (%s): %s", spec.label, spec.key, kind)
         except Exception:
             logger.exception("updating watch %s failed", spec.key)
     for spec in plan.add:

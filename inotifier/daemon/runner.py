@@ -8,12 +8,12 @@ import selectors
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connection, connections
+from django.db import DatabaseError, close_old_connections, connection, connections, transaction
 
 from .. import signals as inotifier_signals
 from ..conf import app_settings
@@ -23,7 +23,7 @@ from ..specs import ROW_FIELDS, RowSpecs, SpecError, WatchSpec, load_processor
 from . import reconcile as reconcile_mod
 from .eventlog import EventLogWriter
 from .inotify import HEADER_SIZE, Inotify, Reader, parse, read_sysctl
-from .watches import ACTIVE, MISSING, ActiveWatch, WatchTable, make_event
+from .watches import ACTIVE, ERROR, MISSING, ActiveWatch, Retry, WatchTable, make_event
 
 logger = get_logger("inotifier.daemon")
 
@@ -359,16 +359,14 @@ class Daemon:
         for watch in list(self.watches.values()):
             if watch.state != ACTIVE or not watch.spec.auto_add:
                 continue
-            for path in list(watch.paths):
-                failure = watch.add_tree(self.table, path, synthesize=True) if os.path.isdir(path) else ""
-                if failure.startswith("out of"):
-                    watch.set_state("error", failure)
-                    break
+            failure = watch.rescan(self.table)
+            if failure:
+                watch.set_state(ERROR, failure)
 
     def retry_failed(self) -> None:
         """Try again the watches that ran out of kernel watches (some may have been freed)."""
         for watch in self.watches.values():
-            if watch.state == "error" and watch.message.startswith("out of") and watch.processor:
+            if watch.state == ERROR and watch.retry is Retry.NO_SPACE and watch.processor:
                 watch.stop(self.table)
                 watch.start(self.table)
 
@@ -376,10 +374,15 @@ class Daemon:
         self._next_missing = 0.0
 
     def check_missing(self) -> None:
-        """Start watches whose path was missing and now exists."""
+        """Start watches whose path was missing and now exists, delivering what is already in it.
+
+        A watch refused because its root led outside INOTIFIER_ALLOWED_ROOTS is
+        checked again too: the link may have been replaced by the real directory.
+        """
         for watch in self.watches.values():
-            if watch.state == MISSING and os.path.lexists(watch.root):
-                watch.start(self.table)
+            waiting = watch.state == MISSING or (watch.state == ERROR and watch.retry is Retry.OUTSIDE)
+            if waiting and os.path.lexists(watch.root):
+                watch.start(self.table, synthesize=True)
 
     def progress(
         self, watch: ActiveWatch, added: int, done: bool = False, started: float | None = None
@@ -478,9 +481,14 @@ class Daemon:
         elapsed = (time.perf_counter() - started) * 1000
         self.last_reconcile_ms = elapsed
         if plan.touched:
+            # One line for the whole change: each watch in error or missing has said so
+            # itself (once), the healthy ones are counted here.
+            states = Counter(watch.state for watch in self.watches.values())
             logger.info(
-                "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged",
+                "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged; "
+                "%d watches: %d active, %d missing, %d in error",
                 elapsed, len(plan.add), len(plan.remove), len(plan.update), len(plan.unchanged),
+                len(self.watches), states[ACTIVE], states[MISSING], states[ERROR],
             )
         self._status_dirty = True
         if announce:
@@ -555,8 +563,6 @@ class Daemon:
             return
         if self._db_down_since is not None and time.monotonic() < self._db_retry_at and not force:
             return
-        from ..models import DaemonStatus, WatchState
-
         dirty = [w for w in self.watches.values() if w.dirty or force]
         now_m = time.monotonic()
         if not (force or dirty or self._status_dirty) and now_m < self._next_heartbeat:
@@ -564,67 +570,10 @@ class Daemon:
         self._next_heartbeat = now_m + HEARTBEAT_SECONDS
         try:
             refresh_connection()
-            now = datetime.now(UTC)
-            reader = self.reader
-            fields = {
-                "pid": self.pid if running else None,
-                "running": running,
-                "started": self.started,
-                "heartbeat": now,
-                "version_applied": self.version_applied,
-                "kernel_watches": self.kernel_watches(),
-                "events": sum(w.events for w in self.watches.values()),
-                "errors": self.errors,
-                "overflows": self.overflows,
-                "queue_peak": reader.peak if reader else 0,
-                # Rows not in the table: buffer full, rejected by the database, or
-                # still unwritten when the writer had to give up at stop.
-                "log_dropped": (
-                    self.event_log.dropped + self.event_log.rejected + self.event_log.lost
-                    if self.event_log
-                    else 0
-                ),
-                "progress": self.progress_text[:255],
-                "message": self.message,
-            }
-            if not DaemonStatus.objects.filter(host=self.hostname).update(**fields):
-                DaemonStatus.objects.create(host=self.hostname, **fields)
-            if dirty:
-                states = [
-                    WatchState(
-                        host=self.hostname,
-                        key=w.spec.key,
-                        watch_id=w.spec.watch_id,
-                        source=w.spec.source,
-                        path=w.spec.label[:4096],
-                        mask=w.spec.mask,
-                        processor=w.spec.processor[:255],
-                        state=w.state,
-                        message=w.message,
-                        kernel_watches=len(w.paths),
-                        events=w.events,
-                        errors=w.errors,
-                        last_event=(
-                            datetime.fromtimestamp(w.last_event, UTC) if w.last_event else None
-                        ),
-                    )
-                    for w in dirty
-                ]
-                WatchState.objects.bulk_create(
-                    states,
-                    update_conflicts=True,
-                    unique_fields=["host", "key"],
-                    update_fields=[
-                        "watch", "source", "path", "mask", "processor", "state", "message",
-                        "kernel_watches", "events", "errors", "last_event", "updated",
-                    ],
-                    batch_size=1000,
-                )
-            keys = set(self.watches)
-            gone = [w.spec.key for w in self._forgotten if w.spec.key not in keys]
-            if gone or force:
-                WatchState.objects.filter(host=self.hostname).exclude(key__in=keys).delete()
-            self._forgotten.clear()
+            with transaction.atomic():
+                # One transaction: a reader never sees the new version applied beside
+                # the watch states of the old one.
+                self._write_status_rows(dirty, force, running)
         except DatabaseError as exc:
             self._db_failed(exc)
             return
@@ -635,6 +584,71 @@ class Daemon:
         for w in dirty:
             w.dirty = False
         self._status_dirty = False
+
+    def _write_status_rows(self, dirty: list[ActiveWatch], force: bool, running: bool) -> None:
+        from ..models import DaemonStatus, WatchState
+
+        now = datetime.now(UTC)
+        reader = self.reader
+        fields = {
+            "pid": self.pid if running else None,
+            "running": running,
+            "started": self.started,
+            "heartbeat": now,
+            "version_applied": self.version_applied,
+            "kernel_watches": self.kernel_watches(),
+            "events": sum(w.events for w in self.watches.values()),
+            "errors": self.errors,
+            "overflows": self.overflows,
+            "queue_peak": reader.peak if reader else 0,
+            # Rows not in the table: buffer full, rejected by the database, or
+            # still unwritten when the writer had to give up at stop.
+            "log_dropped": (
+                self.event_log.dropped + self.event_log.rejected + self.event_log.lost
+                if self.event_log
+                else 0
+            ),
+            "progress": self.progress_text[:255],
+            "message": self.message,
+        }
+        if not DaemonStatus.objects.filter(host=self.hostname).update(**fields):
+            DaemonStatus.objects.create(host=self.hostname, **fields)
+        if dirty:
+            states = [
+                WatchState(
+                    host=self.hostname,
+                    key=w.spec.key,
+                    watch_id=w.spec.watch_id,
+                    source=w.spec.source,
+                    path=w.spec.label[:4096],
+                    mask=w.spec.mask,
+                    processor=w.spec.processor[:255],
+                    state=w.state,
+                    message=w.message,
+                    kernel_watches=len(w.paths),
+                    events=w.events,
+                    errors=w.errors,
+                    last_event=(
+                        datetime.fromtimestamp(w.last_event, UTC) if w.last_event else None
+                    ),
+                )
+                for w in dirty
+            ]
+            WatchState.objects.bulk_create(
+                states,
+                update_conflicts=True,
+                unique_fields=["host", "key"],
+                update_fields=[
+                    "watch", "source", "path", "mask", "processor", "state", "message",
+                    "kernel_watches", "events", "errors", "last_event", "updated",
+                ],
+                batch_size=1000,
+            )
+        keys = set(self.watches)
+        gone = [w.spec.key for w in self._forgotten if w.spec.key not in keys]
+        if gone or force:
+            WatchState.objects.filter(host=self.hostname).exclude(key__in=keys).delete()
+        self._forgotten.clear()
 
 
 def configure_logging(verbosity: int = 1, stream: Any = None) -> None:
