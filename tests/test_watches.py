@@ -29,7 +29,7 @@ class Reference:
         self.wm = pyinotify.WatchManager()
 
         class Keep(pyinotify.ProcessEvent):
-            def process_default(inner, event: Any) -> None:  # noqa: N805
+            def process_default(inner, event: Any) -> None:
                 self.events.append(event)
 
         self.notifier = pyinotify.Notifier(self.wm, Keep(), timeout=10)
