@@ -188,6 +188,47 @@ class Daemon:
             self.foreground.communicate()
 
 
+def pump(daemon: Any, until: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Tick an in-process daemon until ``until()`` is truthy; return that value."""
+
+    def step() -> Any:
+        daemon.tick(timeout=0.02)
+        return until()
+
+    return wait_for(step, timeout, interval=0)
+
+
+@pytest.fixture
+def in_process(db: Any) -> Iterator[Callable[..., Any]]:
+    """Start daemons in this process on real inotify, driven by ``tick()``; closed at the end.
+
+    ``in_process(entries, use_database=False, hostname="testhost", **settings)``
+    starts one with ``INOTIFIER_WATCH_PATHS = entries`` (and any other setting
+    given) in force while it starts; for settings that must hold for the whole
+    test, use pytest-django's ``settings`` fixture instead.
+    """
+    from django.test import override_settings
+
+    from inotifier.daemon.runner import Daemon as InProcessDaemon
+
+    started: list[InProcessDaemon] = []
+
+    def start(
+        entries: Any = (), *, use_database: bool = False, hostname: str = "testhost", **settings: Any
+    ) -> InProcessDaemon:
+        overrides = {"INOTIFIER_WATCH_PATHS": list(entries), **settings}
+        with override_settings(**overrides):
+            daemon = InProcessDaemon(
+                install_signal_handlers=False, hostname=hostname, use_database=use_database
+            )
+            started.append(daemon)
+            return daemon.start()
+
+    yield start
+    for daemon in started:
+        daemon.close()
+
+
 @pytest.fixture
 def record(tmp_path: Path) -> Record:
     return Record(tmp_path / "record.tsv")

@@ -13,15 +13,15 @@ import os
 import time
 from typing import Any
 
-from inotifier.daemon import runner
+from inotifier.daemon import status
 from inotifier.event_processors import AllEventsSignaler
 
 GATE_ENV = "INOTIFIER_TEST_PROGRESS_GATE"
-_original_progress = runner.Daemon.progress
+_original_progress = status.StatusReporter.progress
 
 
-def _gated_progress(self: Any, watch: Any, added: int, done: bool = False, **kwargs: Any) -> None:
-    _original_progress(self, watch, added, done, **kwargs)
+def _gated_progress(self: Any, watch: Any, added: int, started: float, done: bool) -> None:
+    _original_progress(self, watch, added, started, done)
     gate = os.environ.get(GATE_ENV)
     if not gate or done or getattr(self, "_test_gate_passed", False):
         return
@@ -32,7 +32,7 @@ def _gated_progress(self: Any, watch: Any, added: int, done: bool = False, **kwa
 
 
 if os.environ.get(GATE_ENV):
-    runner.Daemon.progress = _gated_progress  # type: ignore[method-assign]
+    status.StatusReporter.progress = _gated_progress  # type: ignore[method-assign]
 
 
 class GatedSignaler(AllEventsSignaler):

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from inotifier.daemon.reconcile import Plan, diff, update_kind
+from inotifier.daemon.reconcile import Plan, UpdateKind, diff, update_kind
 from inotifier.daemon.runner import Daemon
 from inotifier.masks import BITS
 from inotifier.models import WatchPath
 from inotifier.specs import WatchSpec
 from tests.testapp.receivers import ListProcessor
 
-from .conftest import wait_for
+from .conftest import pump
 
 LIST = "tests.testapp.receivers.ListProcessor"
 IN_CREATE = BITS["IN_CREATE"]
@@ -54,17 +54,17 @@ class TestDiff:
     @pytest.mark.parametrize(
         ("change", "kind"),
         [
-            ({"mask": IN_DELETE}, "remask"),
-            ({"processor": "inotifier.event_processors.CreateSignaler"}, "swap"),
-            ({"event_log": False}, "swap"),
-            ({"recursive": True}, "rebuild"),
-            ({"auto_add": True}, "rebuild"),
-            ({"excludes": ("*.tmp",)}, "rebuild"),
-            ({"path": "/other"}, "rebuild"),
-            ({"error": "broken"}, "rebuild"),
+            ({"mask": IN_DELETE}, UpdateKind.REMASK),
+            ({"processor": "inotifier.event_processors.CreateSignaler"}, UpdateKind.SWAP),
+            ({"event_log": False}, UpdateKind.SWAP),
+            ({"recursive": True}, UpdateKind.REBUILD),
+            ({"auto_add": True}, UpdateKind.REBUILD),
+            ({"excludes": ("*.tmp",)}, UpdateKind.REBUILD),
+            ({"path": "/other"}, UpdateKind.REBUILD),
+            ({"error": "broken"}, UpdateKind.REBUILD),
         ],
     )
-    def test_update_kind(self, change: dict[str, Any], kind: str) -> None:
+    def test_update_kind(self, change: dict[str, Any], kind: UpdateKind) -> None:
         old = spec("row:1")
         new = WatchSpec(**{**old.__dict__, **change})
         assert diff({"row:1": new}, {"row:1": old}).update == [new]
@@ -75,24 +75,12 @@ class TestDiff:
 
 
 @pytest.fixture
-def live(db: Any, tmp_path: Path) -> Iterator[Daemon]:
-    """A Daemon in this process, set up on real inotify, driven by tick()."""
+def live(in_process: Any, settings: Any) -> Iterator[Daemon]:
+    """A Daemon in this process on real inotify and the test database, driven by tick()."""
     ListProcessor.seen.clear()
-    with override_settings(INOTIFIER_WATCH_PATHS=[], INOTIFIER_PROCESSORS=[LIST]):
-        d = Daemon(install_signal_handlers=False, hostname="testhost")
-        d.setup()
-        assert d.reader is not None
-        d.reader.start()
-        yield d
-        d.shutdown()
-
-
-def pump(d: Daemon, until: Any, timeout: float = 5.0) -> Any:
-    def step() -> Any:
-        d.tick(timeout=0.02)
-        return until()
-
-    return wait_for(step, timeout, interval=0)
+    settings.INOTIFIER_WATCH_PATHS = []
+    settings.INOTIFIER_PROCESSORS = [LIST]
+    yield in_process(use_database=True)
 
 
 def seen_paths() -> list[str]:

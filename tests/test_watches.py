@@ -13,10 +13,9 @@ import pyinotify
 import pytest
 from django.test import override_settings
 
-from inotifier.daemon.runner import Daemon
 from tests.testapp.receivers import ListProcessor
 
-from .conftest import wait_for
+from .conftest import pump, wait_for
 
 LIST = "tests.testapp.receivers.ListProcessor"
 
@@ -58,32 +57,10 @@ def reference() -> Iterator[Reference]:
 
 
 @pytest.fixture
-def in_daemon(db: Any) -> Iterator[Any]:
-    daemons = []
+def in_daemon(in_process: Any) -> Iterator[Any]:
     ListProcessor.seen.clear()
-
-    def make(entries: list[Any]) -> Daemon:
-        with override_settings(INOTIFIER_WATCH_PATHS=entries):
-            d = Daemon(install_signal_handlers=False, use_database=False)
-            d.setup()
-            assert d.reader is not None
-            d.reader.start()
-            d.reconcile()
-        daemons.append(d)
-        return d
-
-    yield make
-    for d in daemons:
-        d.shutdown()
+    yield in_process
     ListProcessor.seen.clear()
-
-
-def pump(d: Daemon, until: Any, timeout: float = 5.0) -> None:
-    def step() -> Any:
-        d.tick(timeout=0.02)
-        return until()
-
-    wait_for(step, timeout, interval=0)
 
 
 def seen(events: list[Any]) -> list[tuple[str, str, bool]]:

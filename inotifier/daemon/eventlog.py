@@ -643,6 +643,10 @@ class EventLogWriter(EventLogStore, threading.Thread):
         self._next_drop_report = 0.0
         self._restart_delay = WORKER_RESTART_DELAY
 
+    def unlogged(self) -> int:
+        """Return the rows that are not in the table: buffer full, rejected, or lost at a stop."""
+        return self.dropped + self.rejected + self.lost
+
     @property
     def accepted(self) -> int:
         """Rows taken from the read loop so far (cut rows excluded once cut)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from django.db import connections
 from django.utils.translation import gettext as _
@@ -17,7 +19,7 @@ from django.utils.translation import gettext as _
 from ..conf import app_settings
 from ..escaping import get_logger
 from .pidfile import AlreadyRunning, PidFile, PidFileError, running_pid
-from .runner import Daemon, configure_logging
+from .runner import Daemon
 
 logger = get_logger("inotifier.daemon.process")
 
@@ -309,3 +311,20 @@ def _remove_stale(path: str) -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+def configure_logging(verbosity: int = 1, stream: Any = None) -> None:
+    """Send the ``inotifier`` loggers to stderr when the project configured no handler."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    root_logger = logging.getLogger("inotifier")
+    root_logger.setLevel(level)
+    if not root_logger.handlers and not logging.getLogger().handlers:
+        handler: logging.Handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+        )
+        root_logger.addHandler(handler)
+    # pyinotify attaches a stderr handler of its own and propagates: one line, not two.
+    pyinotify_logger = logging.getLogger("pyinotify")
+    for handler in list(pyinotify_logger.handlers):
+        pyinotify_logger.removeHandler(handler)

@@ -1,0 +1,65 @@
+"""What the loop sleeps on and wakes for: a wake-up pipe, and named deadlines."""
+
+from __future__ import annotations
+
+import os
+import selectors
+
+
+class Waker:
+    """A non-blocking pipe: a write from a thread or a signal ends the loop's ``wait()`` at once."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.r, selectors.EVENT_READ)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until woken or ``timeout`` seconds have passed."""
+        self.selector.select(timeout)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.w, b"r")
+        except OSError:
+            pass  # full: already awake; closed: stopping
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.selector.close()
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Deadlines:
+    """Named moments (``time.monotonic()``) at which the loop has something to do, each with its period."""
+
+    def __init__(self, **every: float) -> None:
+        self.every = dict(every)
+        self.at = dict.fromkeys(every, 0.0)  # all due at the first tick
+
+    def due(self, name: str, now: float) -> bool:
+        """Return True when ``name`` is due, and set it one period from ``now``."""
+        if now < self.at[name]:
+            return False
+        self.postpone(name, now)
+        return True
+
+    def postpone(self, name: str, now: float) -> None:
+        """Set ``name`` one period from ``now``."""
+        self.at[name] = now + self.every[name]
+
+    def soon(self, name: str) -> None:
+        self.at[name] = 0.0
+
+    def next(self, *names: str) -> float:
+        return min(self.at[name] for name in names)

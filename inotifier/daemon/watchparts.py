@@ -1,0 +1,105 @@
+"""What a watch is made of besides its behaviour: the config it derives, its health, its error log."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..escaping import get_logger
+from ..masks import (
+    EVENT_BITS,
+    IN_CREATE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+    VALID_BITS,
+)
+from ..specs import WatchSpec
+from .kernel import Kind
+
+logger = get_logger("inotifier.daemon")
+
+#: Events a tree watch needs to follow its subdirectories, whatever the user asked for.
+TREE_BITS = IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF
+#: Events every watch needs to notice its own root going away; also the events about a
+#: watched inode itself, on which the kernel sets no IN_ISDIR.
+ROOT_BITS = SELF_BITS = IN_DELETE_SELF | IN_MOVE_SELF
+#: Bits the kernel accepts in inotify_add_watch (the rest it sets on its own).
+KERNEL_BITS = VALID_BITS & ~(IN_IGNORED | IN_Q_OVERFLOW | IN_UNMOUNT)
+#: Processor errors of one watch logged with their traceback per minute (then counted).
+TRACEBACKS_PER_MINUTE = 10
+
+
+class LogSink(Protocol):
+    """The event log's side the read loop appends to (``eventlog`` rows, flat)."""
+
+    incoming: list[Any]
+
+    def tail_key(self, watch_id: int | None, label: str) -> int: ...
+
+
+class Config:
+    """What a watch derives from its spec, kept in one place the hot path reads from."""
+
+    __slots__ = ("deliver_mask", "excludes", "kernel_mask", "log_key", "log_rows", "root", "tree")
+
+    def __init__(self, spec: WatchSpec, log: LogSink | None) -> None:
+        self.root = spec.path
+        self.excludes = spec.excludes
+        self.tree = spec.recursive or spec.auto_add
+        # IN_IGNORED always reaches the processor, whatever the mask (as with pyinotify).
+        self.deliver_mask = (spec.mask & EVENT_BITS) | IN_UNMOUNT | IN_IGNORED
+        kernel_mask = (spec.mask & KERNEL_BITS) | ROOT_BITS
+        self.kernel_mask = kernel_mask | TREE_BITS if self.tree else kernel_mask
+        # The event log's list of rows (None: not logged), and the watch's part of each row's key.
+        self.log_rows: list[Any] | None = None
+        self.log_key = 0
+        if log is not None and spec.event_log:
+            self.log_rows = log.incoming
+            self.log_key = log.tail_key(spec.watch_id, spec.label)
+
+
+class Health:
+    """A watch's state as reported: active, missing or error, why, and whether it is retried."""
+
+    __slots__ = ("message", "retry", "state")
+
+    def __init__(self, message: str) -> None:
+        self.state = ""  # none yet: the first change always says what it became
+        self.message = message
+        #: Kind.NO_SPACE (tried again at each forced resync), Kind.OUTSIDE (at each poll), None.
+        self.retry: Kind | None = None
+
+
+class ErrorLog:
+    """Log a watch's processor errors: full tracebacks for the first of each minute, then a count.
+
+    A receiver that fails on every event of a flood cannot drown the log.
+    """
+
+    __slots__ = ("in_window", "window")
+
+    def __init__(self) -> None:
+        self.window = 0.0  # start of the current minute
+        self.in_window = 0
+
+    def failed(self, spec: WatchSpec, event: Any, now: float, exc: Exception) -> None:
+        if now - self.window > 60:
+            if self.in_window > TRACEBACKS_PER_MINUTE:
+                logger.error(
+                    "watch %s: %d more processor errors in the last minute (tracebacks skipped)",
+                    spec.label, self.in_window - TRACEBACKS_PER_MINUTE,
+                )
+            self.window = now
+            self.in_window = 0
+        self.in_window += 1
+        if self.in_window <= TRACEBACKS_PER_MINUTE:
+            logger.error(
+                "processor %s raised on %s %r (watch %s); the daemon goes on",
+                spec.processor, getattr(event, "maskname", "?"),
+                getattr(event, "pathname", "?"), spec.label,
+                exc_info=exc,
+            )

@@ -1,0 +1,217 @@
+"""The watch set: the active watches by key, the kernel table they share, their event queues."""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..escaping import get_logger
+from ..specs import WatchSpec
+from ..states import State
+from .kernel import Inotify, Kind
+from .table import WatchTable
+from .watches import ActiveWatch, LogSink
+
+logger = get_logger("inotifier.daemon")
+
+#: ``load(spec) -> (processor instance or None, why not)``: see ``DesiredState.processor``.
+Loader = Callable[[WatchSpec], tuple[Any, str]]
+
+
+class UpdateKind(enum.Enum):
+    """How a changed spec is applied to its active watch."""
+
+    SWAP = "swap"  # no kernel change: processor, event log, label
+    REMASK = "remask"  # the same kernel watches with another mask
+    REBUILD = "rebuild"  # another tree: a new watch replaces the old one
+
+
+@dataclass(frozen=True)
+class SetHooks:
+    """What the watch set tells the rest of the daemon (all optional)."""
+
+    #: (watch, directories added, time.monotonic() at start, done?) during a large set-up.
+    progress: Callable[[ActiveWatch, int, float, bool], None] = lambda *args: None
+    #: A watch's root went away: check for it again soon.
+    root_gone: Callable[[], None] = lambda: None
+    #: A watch is no longer held: its status row goes.
+    removed: Callable[[ActiveWatch], None] = lambda watch: None
+
+
+class WatchSet:
+    """The active watches, by key, on one inotify instance; add, remove and update them by spec.
+
+    Each watch has its own queue of routed events (``ActiveWatch.queue``);
+    ``ready`` lists the watches with queued events in turn order (the
+    dispatcher serves them), ``queued`` counts the events waiting.
+    """
+
+    def __init__(
+        self,
+        inotify: Inotify,
+        load: Loader,
+        log: LogSink | None = None,
+        hooks: SetHooks | None = None,
+    ) -> None:
+        self.table: WatchTable[ActiveWatch] = WatchTable(inotify)
+        self.watches: dict[str, ActiveWatch] = {}
+        self.ready: deque[ActiveWatch] = deque()
+        self.queued = 0
+        self.errors = 0  # processor errors of every watch since the daemon started
+        self.moved_out: set[ActiveWatch] = set()  # watches with directories moved out, to settle
+        self._load = load
+        self._log = log
+        self._hooks = hooks or SetHooks()
+
+    # -- by spec ------------------------------------------------------------------------
+
+    def specs(self) -> dict[str, WatchSpec]:
+        """Return the spec of every active watch, by key."""
+        return {key: watch.spec for key, watch in self.watches.items()}
+
+    def add(self, spec: WatchSpec) -> ActiveWatch:
+        """Watch ``spec`` (its processor loaded first); the watch reports its own state."""
+        watch = self._make(spec)
+        self.watches[spec.key] = watch
+        watch.start(self.table)
+        return watch
+
+    def remove(self, key: str) -> None:
+        """Stop watching ``key``; its queued events are dropped."""
+        watch = self.watches.pop(key)
+        self._drop_queue(watch)
+        self.moved_out.discard(watch)
+        try:
+            watch.stop(self.table)
+        finally:
+            self._hooks.removed(watch)
+
+    def update(self, spec: WatchSpec, kind: UpdateKind) -> None:
+        """Apply a changed ``spec`` to its watch as ``kind`` says; no queued event is lost."""
+        old = self.watches[spec.key]
+        if kind is UpdateKind.REBUILD:
+            # Build the new watch before dropping the old one: directories both
+            # watch keep their kernel watch (shared node), so nothing is missed.
+            new = self._make(spec)
+            new.start(self.table)
+            old.stop(self.table)
+            self._transfer_queue(old, new)
+            self.moved_out.discard(old)
+            new.events, new.errors, new.last_event = old.events, old.errors, old.last_event
+            self.watches[spec.key] = new
+            return
+        processor = old.processor
+        error = ""
+        if spec.processor != old.spec.processor or processor is None:
+            processor, error = self._load(spec)
+        old.reconfigure(spec, processor, self._log)
+        if processor is None:
+            old.stop(self.table)
+            old.set_state(State.ERROR, error or "unusable processor")
+        elif kind is UpdateKind.REMASK:
+            self.table.remask(old)
+
+    def _make(self, spec: WatchSpec) -> ActiveWatch:
+        processor, error = (None, "") if spec.error else self._load(spec)
+        return ActiveWatch(spec, processor, self, self._log, error)
+
+    # -- what the loop asks for ----------------------------------------------------------
+
+    def check_missing(self) -> None:
+        """Start watches whose path was missing and now exists, delivering what is already in it.
+
+        A watch refused because its root led outside INOTIFIER_ALLOWED_ROOTS is
+        checked again too: the link may have been replaced by the real directory.
+        """
+        for watch in self.watches.values():
+            health = watch.health
+            waiting = health.state == State.MISSING or (
+                health.state == State.ERROR and health.retry is Kind.OUTSIDE
+            )
+            if waiting and os.path.lexists(watch.root):
+                watch.start(self.table, synthesize=True)
+
+    def retry_failed(self) -> None:
+        """Try again the watches that ran out of kernel watches (some may have been freed)."""
+        for watch in self.watches.values():
+            if watch.health.retry is Kind.NO_SPACE and watch.processor is not None:
+                watch.stop(self.table)
+                watch.start(self.table)
+
+    def rescan(self) -> None:
+        """Watch the directories of tree watches that appeared while events were lost (overflow).
+
+        Every directory a tree watch holds is listed again: what is found is
+        delivered, and new directories are watched.
+        """
+        for watch in list(self.watches.values()):
+            if watch.state != State.ACTIVE or not watch.spec.auto_add:
+                continue
+            for path in list(watch.paths):
+                try:
+                    fd = watch.open_verified(path)
+                except OSError:
+                    continue  # gone or replaced: its own events say so
+                try:
+                    problem = watch.walk(self.table, fd, path, synthesize=True)
+                finally:
+                    os.close(fd)
+                if problem is not None and problem.kind is Kind.NO_SPACE:
+                    watch.tree_problem(problem)
+                    break
+
+    def settle_moves(self) -> None:
+        """Drop directories moved out of their tree (no IN_MOVED_TO came for them)."""
+        for watch in self.moved_out:
+            watch.settle_dir_moves(self.table)
+        self.moved_out.clear()
+
+    def kernel_watches(self) -> int:
+        """Return the kernel watches held (one per inode, however many watches share it)."""
+        return len(self.table.nodes)
+
+    def counts(self) -> dict[str, int]:
+        """Return how many watches are in each state."""
+        counts = dict.fromkeys(State.values, 0)
+        for watch in self.watches.values():
+            counts[watch.state] = counts.get(watch.state, 0) + 1
+        return counts
+
+    # -- WatchHost: what a watch asks of its set -------------------------------------------
+
+    def progress(self, watch: ActiveWatch, added: int, started: float, done: bool) -> None:
+        self._hooks.progress(watch, added, started, done)
+
+    def root_gone(self, watch: ActiveWatch) -> None:
+        self._hooks.root_gone()
+
+    def dir_moved_out(self, watch: ActiveWatch) -> None:
+        self.moved_out.add(watch)
+
+    def processor_failed(self, watch: ActiveWatch) -> None:
+        self.errors += 1
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def _drop_queue(self, watch: ActiveWatch) -> None:
+        self.queued -= len(watch.queue)
+        watch.queue.clear()
+        if watch in self.ready:
+            self.ready.remove(watch)
+
+    def _transfer_queue(self, old: ActiveWatch, new: ActiveWatch) -> None:
+        """Hand the queued events of a rebuilt watch to its replacement (nothing is lost)."""
+        if not old.queue:
+            return
+        new.queue.extend(old.queue)
+        old.queue.clear()
+        for i, watch in enumerate(self.ready):
+            if watch is old:
+                self.ready[i] = new
+                break
+        else:
+            self.ready.append(new)
