@@ -44,10 +44,6 @@ class WatchSpec:
         """Return ``"settings"`` or ``"admin"``."""
         return "settings" if self.watch_id is None else "admin"
 
-    def is_excluded(self, path: str) -> bool:
-        """Return True when ``path`` matches one of the exclude patterns."""
-        return is_excluded(path, self.excludes)
-
 
 def is_excluded(path: str, patterns: tuple[str, ...]) -> bool:
     """Return True when ``path`` (absolute) or its last part matches one of ``patterns``."""
