@@ -132,6 +132,26 @@ def test_a_server_that_does_not_answer_in_time_is_stopped(tmp_path: Path, free_p
     assert "password" not in text.lower()
 
 
+def test_a_second_demo_stops_before_printing_a_login(tmp_path: Path, free_port: int) -> None:
+    from inotifier.daemon.pidfile import PidFile
+
+    # The first demo's daemon: what matters is that a live process holds the pid file's lock.
+    first = PidFile(str(tmp_path / "inotifier.pid"))
+    first.acquire()
+    demo = Demo(tmp_path, free_port)
+    try:
+        code = demo.run(timeout=60)
+    finally:
+        first.release()
+        demo.kill()
+    text = demo.output()
+    assert code == 1, text
+    assert f"Another demo runs already (inotifier is running on {socket.gethostname()} (pid {os.getpid()}))." in text
+    assert "Stop it first" in text
+    assert "password" not in text.lower()
+    assert not demo.watched.exists()
+
+
 @pytest.mark.parametrize("value", ["80a", "0", "70000", "-1"])
 def test_a_port_that_is_not_a_port_is_refused(tmp_path: Path, value: str) -> None:
     demo = Demo(tmp_path, 0)
