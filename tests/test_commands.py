@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -246,3 +248,195 @@ def test_settings_from_environment_json(daemon: Daemon, watch_dir: Path) -> None
     daemon.start()
     (watch_dir / "int-mask").touch()
     daemon.record.wait_path(watch_dir / "int-mask", "IN_CREATE")
+
+
+# -- issue 11: what inotifier_status shows ------------------------------------------------
+
+#: A directory name that would forge a line and take over a terminal if printed raw:
+#: a newline, an OSC title change, "clear screen", a right-to-left override.
+HOSTILE = "evil\n[forged] line \x1b]0;pwned\x07\x1b[2J\u202eright-to-left"
+
+
+def raw_controls(text: str) -> list[str]:
+    """Return the characters of ``text`` that drive a terminal (its own line breaks excepted)."""
+    return [
+        c for c in text
+        if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029\u202e"
+    ]
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """Return the watch table of ``inotifier_status`` as {path: the row's cells}."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("STATE"))
+    header = re.split(r" {2,}", lines[start])
+    rows = {}
+    for line in lines[start + 1 :]:
+        cells = re.split(r" {2,}", line)
+        rows[cells[header.index("PATH")]] = cells
+    return rows
+
+
+def test_status_escapes_control_characters_in_paths_hosts_and_messages(daemon: Daemon, watch_dir: Path) -> None:
+    from inotifier.escaping import printable
+
+    evil = watch_dir / HOSTILE
+    evil.mkdir()
+    missing = watch_dir / "gone\n\x1b[31mred\x1b[0m"
+    daemon.env_extra["INOTIFIER_HOSTNAME"] = "host\x1b[2J\n"
+    daemon.watch_paths = [[str(evil), "IN_CREATE", SIGNALER], [str(missing), "IN_CREATE", SIGNALER]]
+    pid = daemon.start()
+    result = daemon.manage("inotifier_status")
+    assert result.returncode == 0, result.stderr
+    assert raw_controls(result.stdout) == []
+    assert raw_controls(result.stderr) == []
+    # Visible, one way only: the escaped name is there and its parts never start a line.
+    assert printable(str(evil)) in result.stdout
+    assert printable(str(missing)) in result.stdout
+    assert "host\\x1b[2J\\x0a" in result.stdout
+    assert f"(pid {pid})" in result.stdout
+    assert not any(line.startswith("[forged]") for line in result.stdout.splitlines())
+    rows = table_rows(result.stdout)
+    assert rows[printable(str(evil))][0] == "ACTIVE"
+    assert rows[printable(str(missing))][0] == "MISSING"
+    # --all-hosts goes through the same escaping.
+    result = daemon.manage("inotifier_status", "--all-hosts")
+    assert raw_controls(result.stdout) == [], result.stdout
+    assert printable(str(evil)) in result.stdout
+
+
+def test_start_and_stop_errors_show_control_characters_escaped(daemon: Daemon, tmp_path: Path) -> None:
+    hostile_dir = tmp_path / HOSTILE
+    daemon.pid_file = hostile_dir / "inotifier.pid"  # its directory does not exist
+    for command in ("inotifier_start", "inotifier_stop"):
+        result = daemon.manage(command)
+        assert result.returncode == 1, (command, result.stderr)
+        assert raw_controls(result.stdout + result.stderr) == [], (command, result.stderr)
+        assert "\\x1b]0;pwned\\x07" in result.stderr or "\\x1b]0;pwned\\x07" in result.stdout, command
+        assert "Traceback" not in result.stderr
+    daemon.pid_file = tmp_path / "inotifier.pid"
+    daemon.stderr_file = hostile_dir / "daemon.err"
+    result = daemon.manage("inotifier_start")
+    assert result.returncode == 1
+    assert "cannot open output file" in result.stderr
+    assert raw_controls(result.stderr) == [], result.stderr
+
+
+def test_status_after_stop_shows_no_active_watch(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.start()
+    assert "ACTIVE" in daemon.manage("inotifier_status").stdout
+    assert daemon.stop().returncode == 0
+    result = daemon.manage("inotifier_status")
+    assert result.returncode == 3
+    assert "ACTIVE" not in result.stdout
+    row = table_rows(result.stdout)[str(watch_dir)]
+    assert row[0] == "UNKNOWN"
+    assert "unknown (daemon not running)" in row[-1]
+    assert "last reported active" in row[-1]
+    daemon_line = next(line for line in result.stdout.splitlines() if line.startswith("host "))
+    assert "stopped" in daemon_line
+    result = daemon.manage("inotifier_status", "--all-hosts")
+    assert "ACTIVE" not in result.stdout
+    assert table_rows(result.stdout)[str(watch_dir)][0] == "UNKNOWN"
+
+
+def test_status_after_kill_9_shows_no_active_watch(daemon: Daemon, watch_dir: Path) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inotifier.models import DaemonStatus, heartbeat_limit
+
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    pid = daemon.start()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 5)
+    # Killed: it never recorded its stop; the pid file is stale and nobody locks it.
+    assert DaemonStatus.objects.get(pid=pid).running
+    result = daemon.manage("inotifier_status")
+    assert result.returncode == 3
+    assert "ACTIVE" not in result.stdout
+    assert table_rows(result.stdout)[str(watch_dir)][0] == "UNKNOWN"
+    # Seen from another host (no pid file to ask), only the heartbeat tells: age it.
+    old = timezone.now() - timedelta(seconds=heartbeat_limit() + 5)
+    DaemonStatus.objects.filter(pid=pid).update(heartbeat=old)
+    daemon.env_extra["INOTIFIER_HOSTNAME"] = "another-host"
+    result = daemon.manage("inotifier_status", "--all-hosts")
+    assert "ACTIVE" not in result.stdout
+    assert table_rows(result.stdout)[str(watch_dir)][0] == "UNKNOWN"
+    daemon_line = next(line for line in result.stdout.splitlines() if line.startswith("host "))
+    assert "no heartbeat for" in daemon_line
+
+
+def test_status_shows_error_reasons_in_the_message_column(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir / "missing"), "IN_CREATE", SIGNALER]]
+    daemon.start()
+    result = daemon.manage("inotifier_status")
+    row = table_rows(result.stdout)[str(watch_dir / "missing")]
+    assert row[0] == "MISSING"
+    assert "does not exist" in row[-1]
+    daemon.stop()
+    row = table_rows(daemon.manage("inotifier_status").stdout)[str(watch_dir / "missing")]
+    assert row[0] == "UNKNOWN"
+    assert "last reported missing" in row[-1]
+    assert "does not exist" in row[-1]
+
+
+# -- issue 11: output into a pipe whose reader has gone ------------------------------------
+
+
+def test_status_piped_into_head_ends_quietly(daemon: Daemon) -> None:
+    from inotifier.models import WatchState
+    from inotifier.states import State
+
+    host = socket.gethostname()  # the daemon's env has no INOTIFIER_HOSTNAME
+    WatchState.objects.bulk_create(
+        WatchState(
+            host=host, key=f"admin:{i}", source="admin", path=f"/srv/watched/{i:05d}",
+            mask=256, processor=SIGNALER, state=State.ACTIVE, message="a reason long enough " * 3,
+        )
+        for i in range(2000)
+    )
+    status_file = daemon.tmp / "pipestatus"
+    # A real shell pipeline: head reads one line and goes, the command is still writing
+    # (far more than the pipe holds), so its next write gets EPIPE.
+    result = subprocess.run(
+        ["bash", "-c", f'{sys.executable} -m django inotifier_status | head -1; echo "${{PIPESTATUS[0]}}" >{status_file}'],
+        env=daemon.env(), cwd=daemon.tmp, capture_output=True, text=True, timeout=120,
+    )
+    assert result.stdout == f"inotifier is not running on {host}.\n"
+    assert result.stderr == ""
+    # The exit status the command would have had: LSB 3, the daemon is not running.
+    assert status_file.read_text().strip() == "3"
+
+
+def run_into_a_closed_pipe(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a command whose stdout is a pipe nobody reads any more (``cmd | true``, deterministic)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "django", *args], env=daemon.env(), cwd=daemon.tmp,
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_every_command_ends_quietly_when_its_reader_has_gone(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra["INOTIFIER_ALLOWED_ROOTS"] = str(watch_dir)  # no system check warning on stderr
+    for args, code in [
+        (("inotifier_status",), 3),
+        (("inotifier_start",), 0),
+        (("inotifier_status",), 0),
+        (("inotifier_status", "--all-hosts"), 0),
+        (("inotifier_reload",), 0),
+        (("inotifier_prune_events",), 0),
+        (("inotifier_stop",), 0),
+    ]:
+        result = run_into_a_closed_pipe(daemon, *args)
+        assert (result.returncode, result.stderr) == (code, ""), args
+    assert daemon.pid() is None  # start and stop did their work all the same
+

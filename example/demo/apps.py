@@ -1,10 +1,29 @@
-"""The demo app: a receiver that says when a chunked upload has arrived."""
+"""The demo app: a receiver that says what was created, and when a chunked upload has arrived."""
 
-import logging
+from __future__ import annotations
+
+from typing import Any
 
 from django.apps import AppConfig
 
-logger = logging.getLogger("demo")
+from inotifier.escaping import get_logger
+
+# get_logger: a file name with a newline or a terminal escape is logged visibly escaped.
+logger = get_logger("demo")
+
+
+def file_created(sender: Any, event: Any, **kwargs: Any) -> None:
+    """Log an ``in_create``: an upload only when CreateViaChunksSignaler saw its whole flow."""
+    from inotifier.event_processors import CreateViaChunksSignaler
+
+    if isinstance(sender, CreateViaChunksSignaler):
+        # Sent for the final name only, once "name.part" was created, written and renamed.
+        logger.info("upload complete: %s (written as %s)", event.pathname, event.src_pathname)
+    else:
+        logger.info(
+            "%s created: %s (from %s)",
+            "directory" if event.dir else "file", event.pathname, type(sender).__name__,
+        )
 
 
 class DemoConfig(AppConfig):
@@ -13,7 +32,4 @@ class DemoConfig(AppConfig):
     def ready(self) -> None:
         from inotifier.signals import in_create
 
-        def upload_arrived(sender, event, **kwargs):  # type: ignore[no-untyped-def]
-            logger.info("upload complete: %s (via %s)", event.pathname, getattr(event, "src_pathname", "?"))
-
-        in_create.connect(upload_arrived, dispatch_uid="demo-upload-arrived", weak=False)
+        in_create.connect(file_created, dispatch_uid="demo-file-created")

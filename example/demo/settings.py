@@ -15,7 +15,8 @@ DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 USE_TZ = True
 TIME_ZONE = env("TIME_ZONE", default="UTC")
-PROJECT_PATH = str(BASE_DIR)  # the pid file is PROJECT_PATH/inotifier.pid
+PROJECT_PATH = str(BASE_DIR)  # the pid file is PROJECT_PATH/inotifier.pid ...
+INOTIFIER_PID_FILE = env("INOTIFIER_PID_FILE", default=None)  # ... unless this names another
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from ...escaping import printable
+from ._base import InotifierCommand
 
-class Command(BaseCommand):
+
+class Command(InotifierCommand):
     help = gettext_lazy(  # type: ignore[assignment]
         "Delete event log rows older than INOTIFIER_EVENT_LOG_MAX_AGE seconds and beyond the "
         "newest INOTIFIER_EVENT_LOG_MAX_ROWS rows, in small batches (each its own short "
@@ -63,7 +66,7 @@ class Command(BaseCommand):
                     "Could not prune the event log: %(error)s (is the database reachable and "
                     "migrated? run manage.py migrate inotifier)"
                 )
-                % {"error": exc}
+                % {"error": printable(str(exc), backslash=False)}
             ) from exc
         if options["verbosity"] >= 1:
             self.stdout.write(

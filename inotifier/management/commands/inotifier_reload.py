@@ -6,15 +6,17 @@ import os
 import signal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ...conf import app_settings
+from ...escaping import printable
+from ._base import InotifierCommand
 
 
-class Command(BaseCommand):
+class Command(InotifierCommand):
     help = gettext_lazy(  # type: ignore[assignment]
         "Reconcile the watches now: bump the configuration version (every daemon on every "
         "host sees it at its next poll) and send SIGHUP to this host's daemon if one runs."
@@ -33,7 +35,8 @@ class Command(BaseCommand):
                 % ConfigVersion.current()
             )
         except DatabaseError as exc:
-            self.stderr.write(self.style.WARNING(_("Could not bump the version: %s") % exc))
+            message = _("Could not bump the version: %s") % printable(str(exc), backslash=False)
+            self.stderr.write(self.style.WARNING(message))
         pid = running_pid(app_settings.pid_file)
         if pid is not None:
             os.kill(pid, signal.SIGHUP)

@@ -6,15 +6,17 @@ import os
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ...checks import watch_path_problems
 from ...daemon.pidfile import AlreadyRunning, PidFileError
+from ...escaping import printable
+from ._base import InotifierCommand
 
 
-class Command(BaseCommand):
+class Command(InotifierCommand):
     help = gettext_lazy(  # type: ignore[assignment]
         "Start the inotifier daemon that watches INOTIFIER_WATCH_PATHS and the WatchPath rows. "
         "It detaches and returns once the daemon is watching, unless --foreground is given."
@@ -37,10 +39,11 @@ class Command(BaseCommand):
         errors, warnings = watch_path_problems()
         if errors:
             raise CommandError(
-                _("Invalid inotifier configuration:\n  %s") % "\n  ".join(errors)
+                _("Invalid inotifier configuration:\n  %s")
+                % "\n  ".join(printable(error, backslash=False) for error in errors)
             )
         for warning in warnings:
-            self.stderr.write(self.style.WARNING(_("Warning: %s") % warning))
+            self.stderr.write(self.style.WARNING(_("Warning: %s") % printable(warning, backslash=False)))
         from ...daemon import process
 
         verbosity = int(options["verbosity"])
@@ -57,6 +60,9 @@ class Command(BaseCommand):
                 % {"pid": exc.pid}
             ) from None
         except (PidFileError, process.StartError) as exc:
-            raise CommandError(_("File monitoring did not start: %s") % exc) from None
+            # The message names files (pid, output) whose names anyone may have chosen.
+            raise CommandError(
+                _("File monitoring did not start: %s") % printable(str(exc), backslash=False)
+            ) from None
         if os.getpid() != pid:
             self.stdout.write(self.style.SUCCESS(_("File monitoring started (pid %d)") % pid))

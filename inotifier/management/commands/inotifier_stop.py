@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from ...escaping import printable
+from ._base import InotifierCommand
 
-class Command(BaseCommand):
+
+class Command(InotifierCommand):
     help = gettext_lazy(  # type: ignore[assignment]
         "Stop the inotifier daemon: SIGTERM, wait, then SIGKILL. Only a process that holds "
         "the pid file's lock (a real inotifier daemon) is ever signalled."
@@ -28,7 +31,7 @@ class Command(BaseCommand):
         try:
             pid, killed = stop_daemon(options["timeout"])
         except StopError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(printable(str(exc), backslash=False)) from None  # names the pid file
         if killed:
             self.stdout.write(
                 self.style.WARNING(_("File monitoring killed (pid %d did not stop in time)") % pid)
