@@ -81,7 +81,7 @@ def unescape_path(text: str) -> bytes:
 # -- log records -------------------------------------------------------------------
 
 
-def _printable_lines(text: str) -> str:
+def printable_lines(text: str) -> str:
     """Escape control characters in each line of ``text``, keeping its own line breaks."""
     return "\n".join(printable(line, backslash=False) for line in text.split("\n"))
 

@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy
 
 from ...checks import watch_path_problems
 from ...daemon.pidfile import AlreadyRunning, PidFileError
-from ...escaping import printable
+from ...escaping import printable, printable_lines
 from ._base import InotifierCommand
 
 
@@ -62,7 +62,7 @@ class Command(InotifierCommand):
         except (PidFileError, process.StartError) as exc:
             # The message names files (pid, output) whose names anyone may have chosen.
             raise CommandError(
-                _("File monitoring did not start: %s") % printable(str(exc), backslash=False)
+                _("File monitoring did not start: %s") % printable_lines(str(exc))
             ) from None
         if os.getpid() != pid:
             self.stdout.write(self.style.SUCCESS(_("File monitoring started (pid %d)") % pid))
