@@ -7,7 +7,7 @@ DEMO_VENV ?= .venv-demo
 # Playwright drives Debian's Chromium; it must never download a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test test-sqlite test-postgres lint matrix bench bench-deps browser-deps clean
+.PHONY: demo test test-fast lint matrix bench bench-deps browser-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,15 @@ demo:
 test: $(VENV)/.installed
 	./scripts/test $(PY)
 
+## The unit tests alone (SQLite; no daemon process, no browser): under a minute.
+test-fast: $(VENV)/.installed
+	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -q -m "not daemon and not browser"
+
+## ruff, mypy and the architecture contracts (import-linter, see pyproject.toml).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy inotifier
+	$(VENV)/bin/lint-imports
 
 ## The version matrix (Python 3.11-3.13 x Django 4.2-6.1), every combination.
 matrix: $(VENV)/.installed

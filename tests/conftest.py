@@ -243,3 +243,10 @@ def daemon(transactional_db: Any, tmp_path: Path, record: Record) -> Iterator[Da
     # Shown by pytest only when the test failed: the daemon's own account.
     print("---- daemon stderr ----")
     print(d.stderr_text())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs the real daemon as a process (``make test-fast`` leaves them out)."""
+    for item in items:
+        if "daemon" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.daemon)
