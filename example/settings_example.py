@@ -24,7 +24,7 @@ PROJECT_PATH = os.path.realpath(os.path.dirname(__file__))
 
 def generate_watch_paths() -> tuple[tuple[str, int, str], ...]:
     """Return the watches: (absolute directory, pyinotify event mask, processor class as a dotted path)."""
-    # Imported here, as the 2010 example did: only building the watch list needs pyinotify.
+    # Imported here, as the 2010 example did, so that the settings module gets no "pyinotify" name.
     import pyinotify
 
     return (

@@ -449,6 +449,25 @@ def test_pevent_chaining_and_unknown_masks_as_in_pyinotify(watch_dir: Path, caug
         AllEventsSignaler()(both)
 
 
+class OnlyKept(AllEventsSignaler):
+    """pevent set in my_init, the way to chain when the daemon creates the processor."""
+
+    def my_init(self, **kwargs: Any) -> None:
+        self.pevent = pyinotify.ChainIfTrue(func=lambda event: event.name.startswith("keep"))
+
+
+def test_pevent_set_in_my_init_chains_in_the_daemon(in_daemon: Any, watch_dir: Path, caught: Caught) -> None:
+    caught.connect("IN_CREATE")
+    d = in_daemon([(str(watch_dir), "IN_CREATE", "tests.test_event_processors.OnlyKept")])
+    (watch_dir / "drop-me").touch()
+    (watch_dir / "keep-me").touch()
+    pump(d, lambda: caught.events)
+    (watch_dir / "drop-me-too").touch()
+    (watch_dir / "keep-me-too").touch()
+    pump(d, lambda: len(caught.events) == 2)
+    assert caught.pairs() == [("IN_CREATE", str(watch_dir / "keep-me")), ("IN_CREATE", str(watch_dir / "keep-me-too"))]
+
+
 def test_methods_patched_on_the_class_later_are_called(monkeypatch: pytest.MonkeyPatch, caught: Caught) -> None:
     caught.connect("IN_CREATE")
     seen: list[str] = []
