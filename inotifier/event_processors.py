@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import copy
 import sys
 import time
@@ -96,12 +97,13 @@ def _dispatch_table(owner: object) -> dict[int, _Entry]:
     return table
 
 
-class _DispatchMeta(type):
+class _DispatchMeta(abc.ABCMeta):
     """Keep each processor class's dispatch table equal to its methods.
 
     The table is built when the class is made, and again (for the class and its
     subclasses) whenever a ``process_*`` attribute is set or deleted on it later,
-    as ``mock.patch.object`` does.
+    as ``mock.patch.object`` does. Based on ABCMeta so that a subclass may still
+    mix in ``abc.ABC`` (two unrelated metaclasses could not be combined).
     """
 
     def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], /, **kw: Any) -> None:

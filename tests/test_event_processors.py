@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import io
 import os
 import time
@@ -466,6 +467,30 @@ def test_pevent_set_in_my_init_chains_in_the_daemon(in_daemon: Any, watch_dir: P
     (watch_dir / "keep-me-too").touch()
     pump(d, lambda: len(caught.events) == 2)
     assert caught.pairs() == [("IN_CREATE", str(watch_dir / "keep-me")), ("IN_CREATE", str(watch_dir / "keep-me-too"))]
+
+
+class AbstractAudit(abc.ABC):
+    @abc.abstractmethod
+    def audit(self, event: Any) -> None: ...
+
+
+class AuditedViaABC(AllEventsSignaler, AbstractAudit):
+    """A subclass may still mix in an ABC (the processors' metaclass is ABCMeta-based)."""
+
+    seen: list[str] = []
+
+    def audit(self, event: Any) -> None:
+        AuditedViaABC.seen.append(event.pathname)
+
+    def process_IN_CREATE(self, event: pyinotify.Event) -> None:
+        self.audit(event)
+        super().process_IN_CREATE(event)
+
+
+def test_a_subclass_mixing_in_an_abc(caught: Caught) -> None:
+    caught.connect("IN_CREATE")
+    AuditedViaABC()(InotifierEvent(mask=pyinotify.IN_CREATE, maskname="IN_CREATE", pathname="/x/c"))
+    assert AuditedViaABC.seen == ["/x/c"] and caught.pairs() == [("IN_CREATE", "/x/c")]
 
 
 def test_methods_patched_on_the_class_later_are_called(monkeypatch: pytest.MonkeyPatch, caught: Caught) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,16 @@ def test_every_signal_accepts_any_sender_with_a_receiver_connected(
     assert [r for _receiver, r in robust] == ["heard /x/f"]
     assert heard == [sender, sender]
     assert signal.has_listeners(sender)
+
+
+@pytest.mark.skipif(not hasattr(Signal, "asend"), reason="Signal.asend is new in Django 5.0")
+def test_asend_accepts_any_sender(heard: list[Any]) -> None:
+    for sender in (None, "by hand"):
+        responses = asyncio.run(signals.in_modify.asend(sender=sender, event=event("IN_MODIFY")))
+        assert [r for _receiver, r in responses] == ["heard /x/f"]
+        robust = asyncio.run(signals.in_modify.asend_robust(sender=sender, event=event("IN_MODIFY")))
+        assert [r for _receiver, r in robust] == ["heard /x/f"]
+    assert heard == [None, None, "by hand", "by hand"]
 
 
 def test_receivers_for_one_sender_only_and_none_senders_mix(heard: list[Any]) -> None:
