@@ -2,28 +2,70 @@
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 from django.dispatch import Signal
+
+
+class SenderCache(weakref.WeakKeyDictionary[Any, Any]):
+    """Django's per-sender receiver cache, for every sender Django accepts.
+
+    ``Signal(use_caching=True)`` keeps its cache in a WeakKeyDictionary, which
+    refuses ``None``, a str or an int as a key (``TypeError: cannot create weak
+    reference``): such a send would fail once a receiver is connected. Here
+    those senders are simply not cached (Django then builds their receiver
+    list at each send, as an uncached Signal does); every other sender is.
+    """
+
+    data: dict[Any, Any]  # WeakKeyDictionary's own storage: weakref(key) -> value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        # WeakKeyDictionary.get's own body, inlined: this runs twice per send.
+        try:
+            return self.data.get(weakref.ref(key), default)
+        except TypeError:  # not weakly referenceable, or not hashable
+            return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        try:
+            super().__setitem__(key, value)
+        except TypeError:
+            pass
+
+
+class EventSignal(Signal):
+    """A Signal that caches its receivers per sender, and accepts any sender.
+
+    The daemon sends these thousands of times a second with the same sender
+    (the processor instance): Django then reuses the receiver list of that
+    sender instead of rebuilding it at every send (connect and disconnect clear
+    the cache). A sender that cannot be cached (``None``, a string), as code
+    firing these signals by hand uses, is served uncached.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(use_caching=True)
+        self.sender_receivers_cache = SenderCache()
+
 
 # Each signal is sent with ``sender`` = the processor instance and ``event`` = the
 # pyinotify Event (``event.pathname``, ``event.maskname``, ``event.dir``, ...).
-# use_caching: the daemon sends these thousands of times a second with the same
-# sender; Django then keeps the receiver list per sender instead of rebuilding
-# it at every send (connect/disconnect clear the cache).
-in_access = Signal(use_caching=True)
-in_attrib = Signal(use_caching=True)
-in_close_nowrite = Signal(use_caching=True)
-in_close_write = Signal(use_caching=True)
-in_create = Signal(use_caching=True)
-in_delete = Signal(use_caching=True)
-in_delete_self = Signal(use_caching=True)
-in_ignored = Signal(use_caching=True)
-in_modify = Signal(use_caching=True)
-in_move_self = Signal(use_caching=True)
-in_moved_from = Signal(use_caching=True)
-in_moved_to = Signal(use_caching=True)
-in_open = Signal(use_caching=True)
-in_q_overflow = Signal(use_caching=True)
-in_unmount = Signal(use_caching=True)
+in_access = EventSignal()
+in_attrib = EventSignal()
+in_close_nowrite = EventSignal()
+in_close_write = EventSignal()
+in_create = EventSignal()
+in_delete = EventSignal()
+in_delete_self = EventSignal()
+in_ignored = EventSignal()
+in_modify = EventSignal()
+in_move_self = EventSignal()
+in_moved_from = EventSignal()
+in_moved_to = EventSignal()
+in_open = EventSignal()
+in_q_overflow = EventSignal()
+in_unmount = EventSignal()
 
 #: Event name (``"IN_CREATE"``) -> signal.
 SIGNALS: dict[str, Signal] = {
@@ -44,7 +86,7 @@ SIGNALS: dict[str, Signal] = {
     "IN_UNMOUNT": in_unmount,
 }
 
-# Lifecycle of the daemon, sent with sender=the Daemon instance.
+# Lifecycle of the daemon, sent with sender=the Daemon class and daemon=the running instance.
 daemon_started = Signal()
 daemon_stopping = Signal()
 reconciled = Signal()  # sent with ``changes`` (a reconcile.Plan summary dict)
