@@ -13,10 +13,8 @@ from typing import Any
 
 import pyinotify
 import pytest
-from django.test import override_settings
 
 from inotifier import signals
-from inotifier.daemon.runner import Daemon
 from inotifier.daemon.watches import InotifierEvent
 from inotifier.event_processors import (
     AllEventsPrinter,
@@ -25,7 +23,7 @@ from inotifier.event_processors import (
     CreateViaChunksSignaler,
 )
 
-from .conftest import wait_for
+from .conftest import pump, wait_for
 
 CHUNK_MASK = pyinotify.IN_CREATE | pyinotify.IN_MOVED_FROM | pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE
 
@@ -196,30 +194,9 @@ def test_chunk_suffix_setting(settings: Any) -> None:
 
 
 @pytest.fixture
-def in_daemon(db: Any) -> Iterator[Any]:
-    daemons = []
-
-    def make(entries: list[Any]) -> Daemon:
-        with override_settings(INOTIFIER_WATCH_PATHS=entries):
-            d = Daemon(install_signal_handlers=False, use_database=False)
-            d.setup()
-            assert d.reader is not None
-            d.reader.start()
-            d.reconcile()
-        daemons.append(d)
-        return d
-
-    yield make
-    for d in daemons:
-        d.shutdown()
-
-
-def pump(d: Daemon, until: Any, timeout: float = 5.0) -> None:
-    def step() -> Any:
-        d.tick(timeout=0.02)
-        return until()
-
-    wait_for(step, timeout, interval=0)
+def in_daemon(in_process: Any) -> Any:
+    """A daemon in this process (``conftest.in_process``), started on the entries given."""
+    return in_process
 
 
 def test_signals_in_the_daemon_carry_the_event(in_daemon: Any, watch_dir: Path, caught: Caught) -> None:

@@ -148,5 +148,5 @@ def test_a_receiver_sending_by_hand_inside_the_daemon(
     finally:
         signals.in_close_write.disconnect(forward)
     assert forwarded == [str(watch_dir / "f")]
-    assert d.errors == 0
+    assert d.watchset.errors == 0
     assert heard[1] is None and isinstance(heard[0], AllEventsSignaler)
