@@ -163,7 +163,7 @@ def processor_allowlist() -> tuple[str, ...]:
     if configured is not None:
         return tuple(str(p) for p in configured)
     names = list(BUILTIN_PROCESSORS)
-    for entry in _settings_entries():
+    for entry in settings_entries()[0]:
         if (
             isinstance(entry, (tuple, list))
             and len(entry) in (3, 4)
@@ -190,13 +190,22 @@ def not_allowed_message(dotted: str) -> str:
 # -- settings entries -------------------------------------------------------------
 
 
-def _settings_entries() -> list[Any]:
+def settings_entries() -> tuple[list[Any], str]:
+    """Return INOTIFIER_WATCH_PATHS as a list of entries, and the error when it is not a list.
+
+    The one reading of the setting: the checks, the daemon and the allowlist
+    all see the same entries (a dict, a string or a number is no list of
+    entries: no entry, and the error says why).
+    """
     raw = app_settings.INOTIFIER_WATCH_PATHS
     if raw is None:
-        return []
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
-        return []
-    return list(raw)
+        return [], ""
+    if isinstance(raw, (str, bytes, dict)) or not isinstance(raw, Iterable):
+        return [], (
+            "INOTIFIER_WATCH_PATHS must be a list or tuple of (path, mask, processor) "
+            f"tuples, not {type(raw).__name__}"
+        )
+    return list(raw), ""
 
 
 #: Keys the optional 4th item of a settings entry (a dict) may hold.
@@ -259,17 +268,12 @@ def validate_settings_entry(index: int, entry: object, *, import_processor: bool
 
 def settings_problems() -> tuple[list[str], list[WatchSpec]]:
     """Return (errors, specs) for INOTIFIER_WATCH_PATHS; errors name each bad entry."""
-    raw = app_settings.INOTIFIER_WATCH_PATHS
-    if raw is None:
-        return [], []
-    if isinstance(raw, (str, bytes, dict)) or not isinstance(raw, Iterable):
-        return [
-            f"INOTIFIER_WATCH_PATHS must be a list or tuple of (path, mask, processor) "
-            f"tuples, not {type(raw).__name__}"
-        ], []
+    entries, error = settings_entries()
+    if error:
+        return [error], []
     errors: list[str] = []
     specs: list[WatchSpec] = []
-    for index, entry in enumerate(raw):
+    for index, entry in enumerate(entries):
         try:
             specs.append(validate_settings_entry(index, entry))
         except SpecError as exc:
@@ -279,7 +283,7 @@ def settings_problems() -> tuple[list[str], list[WatchSpec]]:
 
 def settings_specs() -> Iterator[WatchSpec]:
     """Yield the usable WatchSpecs from settings; a bad entry is yielded with ``error`` set."""
-    for index, entry in enumerate(_settings_entries()):
+    for index, entry in enumerate(settings_entries()[0]):
         try:
             yield validate_settings_entry(index, entry, import_processor=False)
         except SpecError as exc:
