@@ -339,6 +339,7 @@ class DaemonStatusAdmin(OwnFiltersOnly):
     list_display_links = ("host_display",)
     list_filter = ("running",)
     search_fields = ("host",)
+    actions = None  # no bulk delete: rows are deleted one by one, from a stopped daemon's page
     fields = (
         "host_display", "pid", "running", "started_display", "heartbeat_display", "version_applied",
         "kernel_watches", "events", "errors", "overflows", "queue_peak", "log_dropped",
@@ -357,12 +358,6 @@ class DaemonStatusAdmin(OwnFiltersOnly):
         if obj is not None and obj.is_alive():
             return False
         return super().has_delete_permission(request, obj)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """Return no bulk delete: rows are deleted one by one, from a stopped daemon's page."""
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, ...]:
         """Name the daemon and count the watch states deleted with it."""

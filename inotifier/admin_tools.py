@@ -154,6 +154,10 @@ def query_budget(using: str, seconds: float | None) -> Iterator[None]:
         return
     connection = connections[using]
     if connection.vendor == "postgresql":
+        # Inside a transaction of the caller's (ATOMIC_REQUESTS, a test), SET LOCAL
+        # would outlive this block: put the previous value back. Otherwise the
+        # COMMIT ends it.
+        enclosed = connection.in_atomic_block
         try:
             with transaction.atomic(using=using):
                 with connection.cursor() as cursor:
@@ -164,8 +168,9 @@ def query_budget(using: str, seconds: float | None) -> Iterator[None]:
                     )
                     previous = cursor.fetchone()[0]
                 yield
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+                if enclosed:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
         except Exception as exc:
             if _cancelled(exc):
                 raise QueryTimeout(str(exc)) from exc

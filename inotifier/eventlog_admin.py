@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import SimpleTemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.functional import SimpleLazyObject, cached_property
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -379,6 +379,21 @@ def charts(qs: QuerySet[EventLog], now: datetime | None = None) -> dict[str, str
     }
 
 
+class PageCharts:
+    """The charts of the list page, computed when the template first reads one of them.
+
+    Not a SimpleLazyObject: an error report that prints the view's locals
+    (Django 4.2's AdminEmailHandler, for a refused lookup) would compute them.
+    """
+
+    @cached_property
+    def values(self) -> dict[str, str]:
+        return charts(EventLog.objects.all())
+
+    def __getitem__(self, key: str) -> str:
+        return self.values[key]
+
+
 # -- filters ----------------------------------------------------------------------------
 
 
@@ -694,7 +709,7 @@ class EventLogAdmin(OwnFiltersOnly):
         """
         extra_context = dict(extra_context or {})
         # Lazy: computed only when the list page is rendered (not for actions or redirects).
-        extra_context["inotifier_charts"] = SimpleLazyObject(lambda: charts(EventLog.objects.all()))
+        extra_context["inotifier_charts"] = PageCharts()
         seconds = admin_query_timeout()
         if request.method not in ("GET", "HEAD") or seconds is None:
             return super().changelist_view(request, extra_context)

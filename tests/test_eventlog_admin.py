@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -684,3 +685,21 @@ def test_times_are_shown_with_seconds(admin_client: Client, db: Any) -> None:
     assert "2024-05-03 10:00:07" in admin_client.get(reverse(CHANGELIST)).content.decode()
     change = admin_client.get(reverse("admin:inotifier_eventlog_change", args=[row.pk]))
     assert "2024-05-03 10:00:07" in change.content.decode()
+
+
+def test_the_budget_ends_with_the_page_outside_a_transaction(
+    admin_client: Client, transactional_db: Any, settings: Any
+) -> None:
+    settings.INOTIFIER_ADMIN_QUERY_TIMEOUT = 0.001
+    event("/srv/in/a")
+    assert admin_client.get(reverse(CHANGELIST)).status_code in (200, 503)
+    # Far longer than the budget: neither a statement_timeout nor a progress handler is left behind.
+    if connection.vendor == "postgresql":
+        sql = "SELECT count(*) FROM generate_series(1, 3000000)"
+    else:
+        sql = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000000) SELECT count(*) FROM s"
+    with connection.cursor() as cursor:
+        started = time.monotonic()
+        cursor.execute(sql)
+        assert cursor.fetchone()[0] == 3_000_000
+    assert time.monotonic() - started > 0.01  # it did run longer than the budget
