@@ -6,15 +6,18 @@ Usage::
     python bench/admin_eventlog.py --db sqlite --rows 200000 --runs 5
     python bench/admin_eventlog.py --db postgres --spread 3600   # every row in the last hour
     python bench/admin_eventlog.py --pg-url postgres://postgres@127.0.0.1:5432/postgres
+    python bench/admin_eventlog.py --rows 100000 --watches 10000   # the "By watch" filter at scale
 
 Each database gets a scratch database of its own (a SQLite file in the system
 temp directory; ``inotifier_bench_admin`` on the PostgreSQL server, created and
 dropped here), migrated and filled with ``--rows`` events spread evenly over
-the last ``--spread`` seconds (default: the default retention, 7 days). Then the
+the last ``--spread`` seconds (default: the default retention, 7 days), and
+``--watches`` admin watches (``WatchPath`` rows, each with a reported state and
+a last event) that the "By watch" filter chooses from. Then the
 list page is requested in this process through Django's test client, ``--runs``
 times per URL, after one warm-up request: the figure is the time spent in
 Django handling the request (no network, no browser). The first request of all
-is reported separately (cold caches). ``run()`` is the entry point for other
+is reported separately (cold caches), and the size of each page. ``run()`` is the entry point for other
 harnesses; it returns ``{url label: median ms}`` plus ``median_ms`` for the plain
 list page.
 """
@@ -124,6 +127,33 @@ def fill(rows: int, spread: float, seed: int = 7) -> float:
     return time.perf_counter() - started
 
 
+def fill_watches(count: int) -> float:
+    """Replace the admin watches with ``count`` rows, each reported active with a last event."""
+    from django.db import transaction
+
+    from inotifier.models import WatchPath, WatchState
+
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    with transaction.atomic():
+        WatchState.objects.all().delete()
+        WatchPath.objects.all().delete()
+        rows = WatchPath.objects.bulk_create(
+            WatchPath(path=f"/srv/watched/w{i:06}", mask=0x100) for i in range(count)
+        )
+        WatchState.objects.bulk_create(
+            (
+                WatchState(
+                    host=HOSTS[0], key=f"row:{row.pk}", watch=row, path=row.path, state="active",
+                    last_event=now - timedelta(seconds=i),
+                )
+                for i, row in enumerate(rows)
+            ),
+            batch_size=1000,
+        )
+    return time.perf_counter() - started
+
+
 def urls() -> list[tuple[str, dict[str, Any]]]:
     """Return the list pages measured: (label, query parameters)."""
     today = datetime.now(UTC)
@@ -143,7 +173,15 @@ def urls() -> list[tuple[str, dict[str, Any]]]:
             },
         ),
         ("search", {"q": "file-0012345"}),
+        *_watch_urls(),
     ]
+
+
+def _watch_urls() -> list[tuple[str, dict[str, Any]]]:
+    from inotifier.models import WatchPath
+
+    last = WatchPath.objects.order_by("-pk").values_list("pk", flat=True).first()
+    return [("row watch filter", {"watch": f"r{last}"})] if last else []
 
 
 def measure(runs: int) -> dict[str, Any]:
@@ -164,12 +202,14 @@ def measure(runs: int) -> dict[str, Any]:
     first: dict[str, float] = {}
     times: dict[str, list[float]] = {label: [] for label, _params in pages}
     shown: dict[str, int] = {}
+    size: dict[str, int] = {}
     for label, params in pages:  # the first request of each page: cold caches
         started = time.perf_counter()
         response = client.get(url, params)
         first[label] = (time.perf_counter() - started) * 1000
         assert response.status_code == 200, response.content[:500]
         shown[label] = response.context_data["cl"].result_count
+        size[label] = len(response.content)
     for _ in range(runs):  # then rounds over every page, so drift hits them all alike
         for label, params in pages:
             started = time.perf_counter()
@@ -188,6 +228,7 @@ def measure(runs: int) -> dict[str, Any]:
             "slowest_query_ms": float(slowest["time"]) * 1000,
             "slowest_query": slowest["sql"][:160],
             "shown": shown[label],
+            "kib": size[label] / 1024,
         }
     return results
 
@@ -198,6 +239,7 @@ def run(
     runs: int = 15,
     spread: float = 7 * 86400,
     refill: bool = True,
+    watches: int = 0,
 ) -> dict[str, float]:
     """Fill and measure one database in this process; return ``{label: median ms}``.
 
@@ -213,19 +255,25 @@ def run(
     if refill or EventLog.objects.count() != rows:
         seconds = fill(rows, spread)
         print(f"  filled {rows:,} rows in {seconds:.1f} s", file=sys.stderr)
+    if watches:
+        seconds = fill_watches(watches)
+        print(f"  made {watches:,} watches in {seconds:.1f} s", file=sys.stderr)
     load_before = os.getloadavg()[0]
     results = measure(runs)
     load_after = os.getloadavg()[0]
     print(
         f"\n{connection.vendor}: {rows:,} rows over the last {spread / 3600:g} h, "
-        f"{runs} runs per page (ms; server time in this process; "
+        f"{watches:,} admin watches, {runs} runs per page (ms; server time in this process; "
         f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs)"
     )
-    print(f"{'page':<24}{'median':>9}{'max':>9}{'first':>9}{'queries':>9}{'slowest q':>11}{'shown':>10}")
+    print(
+        f"{'page':<24}{'median':>9}{'max':>9}{'first':>9}{'queries':>9}{'slowest q':>11}{'shown':>10}"
+        f"{'KiB':>8}"
+    )
     for label, r in results.items():
         print(
             f"{label:<24}{r['median_ms']:>9.1f}{r['max_ms']:>9.1f}{r['first_ms']:>9.1f}"
-            f"{r['queries']:>9}{r['slowest_query_ms']:>11.1f}{r['shown']:>10,}"
+            f"{r['queries']:>9}{r['slowest_query_ms']:>11.1f}{r['shown']:>10,}{r['kib']:>8.0f}"
         )
     worst = max(results.items(), key=lambda kv: kv[1]["slowest_query_ms"])
     print(f"slowest query ({worst[0]}): {worst[1]['slowest_query']}")
@@ -273,11 +321,14 @@ def main() -> int:
         default="postgres://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL server to create the scratch database on",
     )
+    parser.add_argument(
+        "--watches", type=int, default=0, help="admin watches (WatchPath rows) to create (default 0)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run(args.child, args.rows, args.runs, args.spread)
+        run(args.child, args.rows, args.runs, args.spread, watches=args.watches)
         return 0
 
     import subprocess
@@ -304,6 +355,8 @@ def main() -> int:
                     str(args.runs),
                     "--spread",
                     str(args.spread),
+                    "--watches",
+                    str(args.watches),
                 ],
                 cwd=REPO,
             )

@@ -5,85 +5,162 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from .admin_tools import OwnFiltersOnly, path_html, shorten, show_time, shown
 from .conf import app_settings
 from .eventlog_admin import EventLogAdmin
 from .forms import WatchPathForm
 from .masks import describe_mask
 from .models import ConfigVersion, DaemonStatus, EventLog, WatchPath, WatchState
 from .specs import settings_specs
+from .states import UNKNOWN, UNKNOWN_LABEL, State
 
-STATE_COLORS = {"active": "#1a7f37", "missing": "#9a6700", "error": "#cf222e"}
+STATE_COLORS = {
+    State.ACTIVE.value: "#1a7f37",
+    State.MISSING.value: "#9a6700",
+    State.ERROR.value: "#cf222e",
+    UNKNOWN: "#6e7781",
+}
+STATE_LABELS: dict[str, Any] = {**dict(State.choices), UNKNOWN: UNKNOWN_LABEL}
+#: Characters of a state's reason shown in the list (the whole on hover and in the form).
+REASON_LIMIT = 120
 
 
-STATE_LABELS = dict(WatchState.STATE_CHOICES)
+def states_with_liveness() -> QuerySet[WatchState]:
+    """Return WatchState rows annotated with ``daemon_alive``, in the query that reads them.
+
+    One query for the whole page however many rows: the liveness of each
+    row's daemon is a subquery, not one query per watch.
+    """
+    alive = DaemonStatus.objects.alive().filter(host=OuterRef("host"))
+    return WatchState.objects.annotate(daemon_alive=Exists(alive)).order_by("host")
+
+
+def shown_state(state: WatchState) -> str:
+    """Return the state to show: the stored one while its daemon lives, else UNKNOWN."""
+    alive = getattr(state, "daemon_alive", None)
+    if alive is None:  # not annotated: ask (one query)
+        alive = DaemonStatus.objects.alive().filter(host=state.host).exists()
+    return state.state if alive else UNKNOWN
 
 
 def state_badge(state: str, message: str = "", host: str = "") -> str:
     """Return an escaped coloured label for a watch state (message as tooltip)."""
     name = STATE_LABELS.get(state, state)
-    label = f"{host}: {name}" if host else name
+    label = f"{shown(host)}: {name}" if host else name
     return format_html(
         '<span class="inotifier-state inotifier-state-{}" style="color:{};font-weight:bold" '
         'title="{}">{}</span>',
-        state, STATE_COLORS.get(state, "inherit"), message, label,
+        state, STATE_COLORS.get(state, "inherit"), shown(message), label,
+    )
+
+
+def state_html(s: WatchState, show_host: bool) -> str:
+    """Return the badge of one WatchState and, for missing/error, its reason as visible text.
+
+    When the daemon that wrote the row is not alive the row says nothing
+    about now: the badge is grey *unknown*, the last report in its tooltip.
+    """
+    host = s.host if show_host else ""
+    current = shown_state(s)
+    if current == UNKNOWN:
+        last = _("Last reported: %(state)s") % {"state": STATE_LABELS.get(s.state, s.state)}
+        if s.message:
+            last = f"{last}: {s.message}"
+        return state_badge(UNKNOWN, last, host)
+    badge = state_badge(current, s.message, host)
+    if current == State.ACTIVE.value or not s.message:
+        return badge
+    text = shown(s.message)
+    return format_html(
+        '{}<div class="inotifier-state-reason" title="{}">{}</div>', badge, text, shorten(text, REASON_LIMIT)
     )
 
 
 def states_html(states: list[WatchState], show_host: bool) -> str:
     if not states:
-        return format_html('<span class="inotifier-state-unknown" title="{}">{}</span>',
+        return format_html('<span class="inotifier-state-pending" title="{}">{}</span>',
                            _("No daemon has reported this watch yet."), _("pending"))
-    return format_html_join(
-        mark_safe("<br>"), "{}",
-        ((state_badge(s.state, s.message, s.host if show_host else ""),) for s in states),
-    )
+    return format_html_join(mark_safe("<br>"), "{}", ((state_html(s, show_host),) for s in states))
 
 
 class StateFilter(admin.SimpleListFilter):
+    """Filter by state as shown: a stored state counts only while its daemon is alive."""
+
     title = _("state")
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [*WatchState.STATE_CHOICES, ("pending", _("pending"))]
+        return [*State.choices, (UNKNOWN, UNKNOWN_LABEL), ("pending", _("pending"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
+        if value is None:
+            return queryset
+        states = WatchState.objects.filter(watch=OuterRef("pk"))
+        alive_hosts = DaemonStatus.objects.alive().values("host")
         if value == "pending":
-            return queryset.filter(states__isnull=True)
-        if value:
-            return queryset.filter(states__state=value).distinct()
-        return queryset
+            return queryset.filter(~Exists(states))
+        if value == UNKNOWN:
+            return queryset.filter(Exists(states.exclude(host__in=alive_hosts)))
+        if value in State.values:
+            return queryset.filter(Exists(states.filter(state=value, host__in=alive_hosts)))
+        return queryset.none()  # not a choice of this filter
 
 
 @admin.register(WatchPath)
-class WatchPathAdmin(admin.ModelAdmin):
+class WatchPathAdmin(OwnFiltersOnly):
+    """Watches edited in the admin, with what each daemon reports about them (if it is alive)."""
+
     form = WatchPathForm
     list_display = (
-        "path", "state", "events", "processor_display", "enabled", "recursive", "host_display",
+        "path_display", "state", "events", "processor_display", "enabled", "recursive", "host_display",
         "kernel_watches", "last_event",
     )
-    list_display_links = ("path",)
+    list_display_links = ("path_display",)
     list_filter = ("enabled", "recursive", "auto_add", StateFilter, "host", "processor")
     search_fields = ("path", "description", "processor", "host")
-    readonly_fields = ("created", "updated", "current_state")
+    readonly_fields = ("created_display", "updated_display", "current_state")
     actions = ("enable_watches", "disable_watches")
     change_list_template = "admin/inotifier/watchpath/change_list.html"
     fieldsets = (
         (None, {"fields": ("path", "mask", "processor", "enabled", "description")}),
         (_("Subdirectories"), {"fields": ("recursive", "auto_add", "exclude")}),
         (_("Where and how"), {"fields": ("host", "event_log")}),
-        (_("Status"), {"fields": ("current_state", "created", "updated")}),
+        (_("Status"), {"fields": ("current_state", "created_display", "updated_display")}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WatchPath]:
-        return super().get_queryset(request).prefetch_related("states")
+        return super().get_queryset(request).prefetch_related(
+            Prefetch("states", queryset=states_with_liveness())
+        )
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        """Return the columns; *last event* links to the watch's events for who may see them."""
+        columns = list(super().get_list_display(request))
+        events_admin = self.admin_site._registry.get(EventLog)
+        if events_admin is not None and events_admin.has_view_permission(request):
+            columns = ["last_event_link" if c == "last_event" else c for c in columns]
+        return columns
+
+    @admin.display(description=_("path"), ordering="path")
+    def path_display(self, obj: WatchPath) -> str:
+        return path_html(obj.path, 120)
+
+    @admin.display(description=_("created"))
+    def created_display(self, obj: WatchPath) -> str:
+        return show_time(obj.created)
+
+    @admin.display(description=_("updated"))
+    def updated_display(self, obj: WatchPath) -> str:
+        return show_time(obj.updated)
 
     @admin.display(description=_("events"))
     def events(self, obj: WatchPath) -> str:
@@ -101,7 +178,7 @@ class WatchPathAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("host"), ordering="host")
     def host_display(self, obj: WatchPath) -> str:
-        return obj.host or str(_("every host"))
+        return shown(obj.host) or str(_("every host"))
 
     @admin.display(description=_("state"))
     def state(self, obj: WatchPath) -> str:
@@ -112,32 +189,74 @@ class WatchPathAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("kernel watches"))
     def kernel_watches(self, obj: WatchPath) -> int:
-        return sum(s.kernel_watches for s in obj.states.all())
+        """Return the kernel watches held for this watch by daemons that are alive."""
+        return sum(s.kernel_watches for s in obj.states.all() if shown_state(s) != UNKNOWN)
 
     @admin.display(description=_("last event"))
-    def last_event(self, obj: WatchPath) -> Any:
+    def last_event(self, obj: WatchPath) -> str:
         times = [s.last_event for s in obj.states.all() if s.last_event]
-        return max(times) if times else "-"
+        return show_time(max(times)) if times else "-"
+
+    @admin.display(description=_("last event"))
+    def last_event_link(self, obj: WatchPath) -> str:
+        url = reverse(f"{self.admin_site.name}:inotifier_eventlog_changelist")
+        return format_html(
+            '<a href="{}?watch=r{}" title="{}">{}</a>',
+            url, obj.pk, _("The events of this watch in the event log"), self.last_event(obj),
+        )
 
     @admin.display(description=_("state"))
     def current_state(self, obj: WatchPath) -> str:
         if not obj.pk:
             return "-"
-        states = list(obj.states.all())
+        states = list(states_with_liveness().filter(watch=obj))
         if not states:
             return str(_("No daemon has reported this watch yet."))
         return format_html_join(
             mark_safe("<br>"), "{} {} {}",
             (
                 (
-                    state_badge(s.state, "", s.host),
-                    s.message,
+                    state_badge(shown_state(s), "", s.host),
+                    shown(s.message)
+                    if shown_state(s) != UNKNOWN
+                    else _("(last reported: %(state)s %(message)s)")
+                    % {"state": STATE_LABELS.get(s.state, s.state), "message": shown(s.message)},
                     ngettext("(%d kernel watch)", "(%d kernel watches)", s.kernel_watches)
                     % s.kernel_watches,
                 )
                 for s in states
             ),
         )
+
+    def save_model(self, request: HttpRequest, obj: WatchPath, form: Any, change: bool) -> None:
+        """Save, then warn when another enabled watch has the same path on the same daemon."""
+        super().save_model(request, obj, form, change)
+        if not obj.enabled:
+            return
+        others = WatchPath.objects.filter(path=obj.path, enabled=True).exclude(pk=obj.pk)
+        if obj.host:
+            others = others.filter(Q(host="") | Q(host=obj.host))
+        found = list(others.order_by("pk")[:5])
+        if not found:
+            return
+        names = format_html_join(
+            ", ", '<a href="{}">#{}</a> ({}, {})',
+            (
+                (
+                    reverse(f"{self.admin_site.name}:inotifier_watchpath_change", args=[other.pk]),
+                    other.pk,
+                    other.processor.rsplit(".", 1)[-1],
+                    shown(other.host) or _("every host"),
+                )
+                for other in found
+            ),
+        )
+        message = ngettext(
+            "Another enabled watch has this path: {}. Both are watched, and each gets every event.",
+            "Other enabled watches have this path: {}. All are watched, and each gets every event.",
+            len(found),
+        )
+        self.message_user(request, format_html(message, names), messages.WARNING)
 
     @admin.action(description=_("Enable the selected watches"), permissions=["change"])
     def enable_watches(self, request: HttpRequest, queryset: QuerySet[WatchPath]) -> None:
@@ -157,25 +276,45 @@ class WatchPathAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
+def daemon_row(d: DaemonStatus) -> dict[str, Any]:
+    """Return what the overview shows of one daemon: its texts printable, times with seconds."""
+    return {
+        "host": shown(d.host),
+        "alive": d.is_alive(),
+        "running": d.running,
+        "progress": shown(d.progress),
+        "message": shown(d.message),
+        "pid": d.pid,
+        "started": show_time(d.started),
+        "heartbeat": show_time(d.heartbeat),
+        "version_applied": d.version_applied,
+        "kernel_watches": d.kernel_watches,
+        "events": d.events,
+        "errors": d.errors,
+        "overflows": d.overflows,
+        "log_dropped": d.log_dropped,
+    }
+
+
 def overview(request: HttpRequest) -> dict[str, Any]:
     """Return the context of the 'whole picture' panel: daemons and settings watches."""
     states: dict[str, list[WatchState]] = {}
-    for state in WatchState.objects.filter(source="settings").order_by("host"):
+    for state in states_with_liveness().filter(source="settings"):
         states.setdefault(state.key, []).append(state)
     settings_rows = []
     for spec in settings_specs():
         settings_rows.append(
             {
-                "path": spec.label,
+                "path": path_html(spec.label),
                 "events": describe_mask(spec.mask) if spec.mask else "-",
-                "processor": spec.processor,
-                "error": spec.error,
+                "processor": shown(spec.processor),
+                "error": shown(spec.error),
                 "states": states_html(states.get(spec.key, []), show_host=True),
             }
         )
     return {
         "inotifier_settings_watches": settings_rows,
-        "inotifier_daemons": list(DaemonStatus.objects.all()),
+        "inotifier_daemons": [daemon_row(d) for d in DaemonStatus.objects.all()],
         "inotifier_version": ConfigVersion.current(),
         "inotifier_hostname": app_settings.hostname,
         "inotifier_poll_interval": app_settings.INOTIFIER_POLL_INTERVAL,
@@ -183,22 +322,80 @@ def overview(request: HttpRequest) -> dict[str, Any]:
 
 
 @admin.register(DaemonStatus)
-class DaemonStatusAdmin(admin.ModelAdmin):
-    """The daemons as they report themselves: read-only."""
+class DaemonStatusAdmin(OwnFiltersOnly):
+    """The daemons as they report themselves: read-only; a stopped one's row may be deleted.
+
+    Deleting is for a host that was decommissioned: its row and its watches'
+    states go (a watch watched by every host would otherwise show that host as
+    *unknown* for ever). A daemon that is alive would write its row again at
+    its next heartbeat, so its row cannot be deleted: stop the daemon first.
+    """
 
     list_display = (
-        "host", "running_display", "pid", "started", "heartbeat", "version_display",
-        "kernel_watches", "events", "errors", "overflows", "log_dropped", "progress",
+        "host_display", "running_display", "pid", "started_display", "heartbeat_display",
+        "version_display", "kernel_watches", "events", "errors", "overflows", "log_dropped",
+        "progress_display",
     )
+    list_display_links = ("host_display",)
     list_filter = ("running",)
     search_fields = ("host",)
-    readonly_fields = [f.name for f in DaemonStatus._meta.fields]
+    actions = None  # no bulk delete: rows are deleted one by one, from a stopped daemon's page
+    fields = (
+        "host_display", "pid", "running", "started_display", "heartbeat_display", "version_applied",
+        "kernel_watches", "events", "errors", "overflows", "queue_peak", "log_dropped",
+        "progress_display", "message_display",
+    )
+    readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Allow deleting with the model permission, but never the row of a daemon that is alive."""
+        if obj is not None and obj.is_alive():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, ...]:
+        """Name the daemon and count the watch states deleted with it."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        hosts = [obj.host for obj in objs]
+        states = WatchState.objects.filter(host__in=hosts).count()
+        if states:
+            deleted = [
+                *deleted,
+                ngettext("%(count)d watch state", "%(count)d watch states", states) % {"count": states},
+            ]
+            model_count = {**model_count, str(WatchState._meta.verbose_name_plural): states}
+        return deleted, model_count, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: DaemonStatus) -> None:
+        """Delete the daemon's row and the watch states its host reported."""
+        WatchState.objects.filter(host=obj.host).delete()
+        super().delete_model(request, obj)
+
+    @admin.display(description=_("host"), ordering="host")
+    def host_display(self, obj: DaemonStatus) -> str:
+        return shown(obj.host)
+
+    @admin.display(description=_("started"), ordering="started")
+    def started_display(self, obj: DaemonStatus) -> str:
+        return show_time(obj.started)
+
+    @admin.display(description=_("last heartbeat"), ordering="heartbeat")
+    def heartbeat_display(self, obj: DaemonStatus) -> str:
+        return show_time(obj.heartbeat)
+
+    @admin.display(description=_("progress"))
+    def progress_display(self, obj: DaemonStatus) -> str:
+        return shown(obj.progress) or "-"
+
+    @admin.display(description=_("message"))
+    def message_display(self, obj: DaemonStatus) -> str:
+        return shown(obj.message) or "-"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DaemonStatus]:
         # The counter once in the page's query, not one query per daemon row.

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "INOTIFIER_EVENT_LOG_MAX_ROWS": 100_000,
     # Seconds the start command waits for the daemon to report it is watching.
     "INOTIFIER_START_TIMEOUT": 120.0,
+    # Seconds each query of the admin's event list may run before it is stopped (None or 0: no limit).
+    "INOTIFIER_ADMIN_QUERY_TIMEOUT": 5.0,
 }
 
 

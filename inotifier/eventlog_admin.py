@@ -12,14 +12,28 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import F, Max, Min, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import SimpleTemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.functional import SimpleLazyObject, cached_property
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .models import EventLog, WatchPath
+from .admin_tools import (
+    EARLIEST,
+    LATEST,
+    OwnFiltersOnly,
+    QueryTimeout,
+    admin_query_timeout,
+    path_html,
+    query_budget,
+    shorten,
+    show_time,
+    shown,
+)
+from .models import EventLog, WatchPath, WatchState
 from .specs import settings_specs
 
 #: Up to this many rows are counted exactly; beyond it the count is estimated.
@@ -28,6 +42,10 @@ EXACT_COUNT_LIMIT = 10_000
 MAX_FILTER_CHOICES = 100
 #: Most buckets ``EventLogQuerySet.datetimes`` probes before falling back to Django's query.
 MAX_DATE_PROBES = 400
+#: The "By watch" filter lists every admin watch up to this many, else the most recently active.
+MAX_WATCH_CHOICES = 20
+#: Largest value of a BigAutoField (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
 
 
 # -- counting -------------------------------------------------------------------------
@@ -117,11 +135,10 @@ def _next(start: datetime, kind: str) -> datetime:
     return start + timedelta(days=1)
 
 
-#: Bounds no event's timestamp is outside of. A probe bounded by them reads the
-#: (timestamp, id) index in order on SQLite, whose planner otherwise prefers the
-#: index of an equality filter (host, event) and sorts every match for LIMIT 1.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# EARLIEST and LATEST (admin_tools): bounds no event's timestamp is outside of. A
+# probe bounded by them reads the (timestamp, id) index in order on SQLite, whose
+# planner otherwise prefers the index of an equality filter (host, event) and
+# sorts every match for LIMIT 1.
 
 
 class EventLogQuerySet(QuerySet[EventLog]):
@@ -362,6 +379,21 @@ def charts(qs: QuerySet[EventLog], now: datetime | None = None) -> dict[str, str
     }
 
 
+class PageCharts:
+    """The charts of the list page, computed when the template first reads one of them.
+
+    Not a SimpleLazyObject: an error report that prints the view's locals
+    (Django 4.2's AdminEmailHandler, for a refused lookup) would compute them.
+    """
+
+    @cached_property
+    def values(self) -> dict[str, str]:
+        return charts(EventLog.objects.all())
+
+    def __getitem__(self, key: str) -> str:
+        return self.values[key]
+
+
 # -- filters ----------------------------------------------------------------------------
 
 
@@ -379,7 +411,7 @@ class KeepValueFilter(admin.SimpleListFilter):
         choices = self.choices_from_data(request, model_admin)
         value = self.value()
         if value and value not in {str(v) for v, _label in choices}:
-            choices.append((value, value))
+            choices.append((value, shown(value, backslash=True)))
         return choices
 
 
@@ -393,7 +425,7 @@ class EventTypeFilter(KeepValueFilter):
         names: dict[str, None] = {}
         for value in distinct_values(EventLog.objects.all(), "maskname"):
             names.setdefault(str(value).split("|", 1)[0], None)
-        return [(name, name) for name in sorted(names)]
+        return [(name, shown(name)) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
@@ -415,6 +447,8 @@ class KindFilter(admin.SimpleListFilter):
         value = self.value()
         if value in ("dir", "file"):
             return queryset.filter(is_dir=value == "dir")
+        if value is not None:  # not one of the two choices: nothing matches it
+            return queryset.none()
         return queryset
 
 
@@ -425,7 +459,7 @@ class HostFilter(KeepValueFilter):
     parameter_name = "host"
 
     def choices_from_data(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(h, h) for h in distinct_values(EventLog.objects.all(), "host")]
+        return [(h, shown(h)) for h in distinct_values(EventLog.objects.all(), "host")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
@@ -434,17 +468,78 @@ class HostFilter(KeepValueFilter):
         return queryset
 
 
+def row_watch_id(value: str | None) -> int | None:
+    """Return the WatchPath id of a ``r<pk>`` filter value, None unless it can be a valid id.
+
+    ASCII digits only (``"²".isdigit()`` is true, ``int("²")`` fails) and within
+    a BigAutoField: a larger number would overflow the database driver.
+    """
+    if not value or not value.startswith("r"):
+        return None
+    digits = value[1:]
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        return None
+    number = int(digits)
+    return number if 0 < number <= MAX_ID else None
+
+
+def short_path(path: str) -> str:
+    """Return a path as a filter choice shows it: printable, at most 80 characters."""
+    return shorten(shown(path, backslash=True), 80)
+
+
+def recent_watches(limit: int) -> list[int]:
+    """Return the ids of up to ``limit`` admin watches, the one with the latest event first.
+
+    Read from the daemons' WatchState rows (one per watch and host, a small
+    table), not from the event log: one short query whatever the log's size.
+    """
+    ids: dict[int, None] = {}
+    latest = (
+        WatchState.objects.filter(watch__isnull=False, last_event__isnull=False)
+        .order_by("-last_event")
+        .values_list("watch_id", flat=True)
+    )
+    for watch_id in latest[: limit * 5]:  # a watch may have a row per host
+        ids.setdefault(int(watch_id), None)
+        if len(ids) == limit:
+            break
+    return list(ids)
+
+
 class WatchFilter(KeepValueFilter):
-    """Filter by watch: a WatchPath row (``r<pk>``) or a settings entry (``s:<path>``)."""
+    """Filter by watch: a WatchPath row (``r<pk>``) or a settings entry (``s:<path>``).
+
+    Up to MAX_WATCH_CHOICES admin watches are all listed; beyond that, the
+    most recently active ones and the one selected (a list of 10 000 watches
+    made the page 945 KiB), with a note pointing to the watch list, whose
+    *last event* links open the events of any watch.
+    """
 
     title = _("watch")
     parameter_name = "watch"
+    template = "admin/inotifier/eventlog/watch_filter.html"
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
+        self.bounded = False
+        self.watch_list_url = reverse(f"{model_admin.admin_site.name}:inotifier_watchpath_changelist")
+        self.max_choices = MAX_WATCH_CHOICES
+        super().__init__(request, params, model, model_admin)
 
     def choices_from_data(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        rows = WatchPath.objects.order_by("path", "pk").values_list("pk", "path")
-        choices = [(f"r{pk}", path) for pk, path in rows]
+        everything = WatchPath.objects.order_by("path", "pk").values_list("pk", "path")
+        rows = list(everything[: MAX_WATCH_CHOICES + 1])
+        if len(rows) > MAX_WATCH_CHOICES:
+            self.bounded = True
+            ids = recent_watches(MAX_WATCH_CHOICES)
+            selected = row_watch_id(self.value())
+            if selected is not None and selected not in ids:
+                ids.append(selected)
+            paths = dict(WatchPath.objects.filter(pk__in=ids).values_list("pk", "path"))
+            rows = [(pk, paths[pk]) for pk in ids if pk in paths]
+        choices = [(f"r{pk}", short_path(path)) for pk, path in rows]
         labels = sorted({spec.label for spec in settings_specs() if spec.label})
-        choices += [(f"s:{label}", f"{label} ({_('settings')})") for label in labels]
+        choices += [(f"s:{label}", f"{short_path(label)} ({_('settings')})") for label in labels]
         return choices
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
@@ -453,46 +548,56 @@ class WatchFilter(KeepValueFilter):
             return queryset
         if value.startswith("s:"):
             return queryset.filter(watch__isnull=True, watch_label=value[2:])
-        if value.startswith("r") and value[1:].isdigit():
-            return queryset.filter(watch_id=int(value[1:]))
+        watch_id = row_watch_id(value)
+        if watch_id is not None:
+            return queryset.filter(watch_id=watch_id)
         return queryset.none()
 
 
 # -- the admin --------------------------------------------------------------------------
 
 
-class EventLogAdmin(admin.ModelAdmin):
+#: Set on a request whose list ran out of its time budget: the list is shown empty.
+OUT_OF_BUDGET = "inotifier_out_of_budget"
+
+
+class EventLogAdmin(OwnFiltersOnly):
     """Browse recorded events; rows are written by the daemon only (delete with permission).
 
     Every query of the list page reads an index range: counts stop at
     EXACT_COUNT_LIMIT, filters list their values by index probes, the date
     hierarchy probes the timestamp index, and only the time column sorts.
+    Only the page's own filters are accepted (``OwnFiltersOnly``), and each
+    query of the list gets INOTIFIER_ADMIN_QUERY_TIMEOUT seconds: the
+    substring search, the one query that reads every row, is stopped past it
+    and the page says so instead of holding a worker and the database.
     """
 
-    list_display = ("timestamp", "maskname", "path_display", "watch_display", "host")
-    list_display_links = ("timestamp",)
+    list_display = ("timestamp_display", "maskname_display", "path_display", "watch_display", "host_display")
+    list_display_links = ("timestamp_display",)
     list_filter = (EventTypeFilter, KindFilter, WatchFilter, HostFilter)
     search_fields = ("pathname",)
     search_help_text = _("Part of the path (case-insensitive).")
     date_hierarchy = "timestamp"
     paginator = EstimatedCountPaginator
     show_full_result_count = False
-    sortable_by = ("timestamp",)
+    sortable_by = ("timestamp_display",)
     list_per_page = 100
     list_select_related = ("watch",)
     change_list_template = "admin/inotifier/eventlog/change_list.html"
-    readonly_fields = (
-        "timestamp",
-        "maskname",
+    fields = (
+        "timestamp_display",
+        "maskname_display",
         "mask",
-        "pathname",
-        "src_pathname",
+        "pathname_display",
+        "src_pathname_display",
         "escaped",
         "is_dir",
-        "watch",
-        "watch_label",
-        "host",
+        "watch_display",
+        "watch_label_display",
+        "host_display",
     )
+    readonly_fields = fields
     if hasattr(admin, "ShowFacets"):  # Django >= 5.0: counting per choice is a full scan each
         show_facets = admin.ShowFacets.NEVER
 
@@ -501,6 +606,8 @@ class EventLogAdmin(admin.ModelAdmin):
         ordering = self.get_ordering(request)
         if ordering:
             qs = qs.order_by(*ordering)
+        if getattr(request, OUT_OF_BUDGET, False):
+            return qs.none()
         return qs
 
     def get_search_results(
@@ -517,27 +624,59 @@ class EventLogAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description=_("time"), ordering="timestamp")
+    def timestamp_display(self, obj: EventLog) -> str:
+        return show_time(obj.timestamp)
+
+    @admin.display(description=_("event"))
+    def maskname_display(self, obj: EventLog) -> str:
+        return shown(obj.maskname)
+
     @admin.display(description=_("path"))
     def path_display(self, obj: EventLog) -> str:
+        """Return the path (and where a move came from) printable, long ones shortened."""
+        changed = obj.escaped or any(
+            shown(text, backslash=True) != text for text in (obj.pathname, obj.src_pathname) if text
+        )
         note = (
             format_html(
-                ' <small title="{}">{}</small>',
-                _("The name is not valid UTF-8: undecodable bytes are shown as \\xNN."),
+                ' <small class="inotifier-escaped" title="{}">{}</small>',
+                _(
+                    "Shown escaped: bytes that are not UTF-8 and control or invisible characters "
+                    "as \\xNN or \\uNNNN, a backslash as \\\\."
+                ),
                 _("(escaped)"),
             )
-            if obj.escaped
+            if changed
             else ""
         )
+        path = path_html(obj.pathname, escaped=obj.escaped)
         if obj.src_pathname:
-            moved = format_html(str(_("(from {})")), obj.src_pathname)
-            return format_html("{} <small>{}</small>{}", obj.pathname, moved, note)
-        return format_html("{}{}", obj.pathname, note)
+            moved = format_html(str(_("(from {})")), path_html(obj.src_pathname, escaped=obj.escaped))
+            return format_html("{} <small>{}</small>{}", path, moved, note)
+        return format_html("{}{}", path, note)
+
+    @admin.display(description=_("path"))
+    def pathname_display(self, obj: EventLog) -> str:
+        return shown(obj.pathname, backslash=not obj.escaped)
+
+    @admin.display(description=_("moved from"))
+    def src_pathname_display(self, obj: EventLog) -> str:
+        return shown(obj.src_pathname, backslash=not obj.escaped) or "-"
+
+    @admin.display(description=_("watch label"))
+    def watch_label_display(self, obj: EventLog) -> str:
+        return shown(obj.watch_label, backslash=True) or "-"
+
+    @admin.display(description=_("host"), ordering="host")
+    def host_display(self, obj: EventLog) -> str:
+        return shown(obj.host)
 
     @admin.display(description=_("watch"))
     def watch_display(self, obj: EventLog) -> str:
         if obj.watch_id and obj.watch is not None:
-            return str(obj.watch.path)
-        return obj.watch_label or "-"
+            return path_html(obj.watch.path, 80)
+        return path_html(obj.watch_label, 80) if obj.watch_label else "-"
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, ...]:
         """Summarise instead of listing every event (a selection may hold a million rows)."""
@@ -560,7 +699,47 @@ class EventLogAdmin(admin.ModelAdmin):
                 break
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        """Show the list, each of its queries within the time budget; an empty list past it.
+
+        The page is rendered inside the budget (its queries run while the
+        template is rendered). A list that runs out is shown again without
+        rows, its filters and search kept, with a message saying how to narrow
+        it; if even that page runs out, a short page says so (HTTP 503). POSTs
+        (actions: deleting in batches) are not limited.
+        """
         extra_context = dict(extra_context or {})
         # Lazy: computed only when the list page is rendered (not for actions or redirects).
-        extra_context["inotifier_charts"] = SimpleLazyObject(lambda: charts(EventLog.objects.all()))
-        return super().changelist_view(request, extra_context)
+        extra_context["inotifier_charts"] = PageCharts()
+        seconds = admin_query_timeout()
+        if request.method not in ("GET", "HEAD") or seconds is None:
+            return super().changelist_view(request, extra_context)
+        using = EventLog.objects.db
+        try:
+            return self._rendered_changelist(request, extra_context, using, seconds)
+        except QueryTimeout:
+            pass
+        setattr(request, OUT_OF_BUDGET, True)
+        extra_context["inotifier_out_of_budget"] = f"{seconds:g}"
+        try:
+            return self._rendered_changelist(request, extra_context, using, seconds)
+        except QueryTimeout:
+            return SimpleTemplateResponse(
+                "admin/inotifier/eventlog/out_of_budget.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": _("The event log took too long"),
+                    "seconds": f"{seconds:g}",
+                    "opts": self.model._meta,
+                },
+                status=503,
+            )
+
+    def _rendered_changelist(
+        self, request: HttpRequest, extra_context: dict[str, Any], using: str, seconds: float
+    ) -> HttpResponse:
+        with query_budget(using, seconds):
+            response = super().changelist_view(request, extra_context)
+            render = getattr(response, "render", None)
+            if callable(render):
+                response = render()
+        return response

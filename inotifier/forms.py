@@ -35,6 +35,8 @@ EVENT_LABELS: dict[str, Any] = {
     "IN_ONLYDIR": _("IN_ONLYDIR (flag): only watch directories"),
 }
 MASK_CHOICES = [(name, EVENT_LABELS[name]) for name in (ALL, *EVENT_NAMES, *KERNEL_EVENT_NAMES, *FLAG_NAMES)]
+#: The events ticked on a new watch: a file written, moved in, created or deleted.
+ADD_FORM_EVENTS = ("IN_CLOSE_WRITE", "IN_CREATE", "IN_DELETE", "IN_MOVED_TO")
 
 
 def mask_to_names(mask: int) -> list[str]:
@@ -108,7 +110,11 @@ class WatchPathForm(forms.ModelForm):
         processor_field.choices = choices
         if not self.instance.pk:
             self.fields["processor"].initial = allowed[0] if allowed else None
-        self.fields["mask"].initial = mask_to_names(int(self.instance.mask or ALL_EVENTS))
+            # The events people act on; the model's default (every event, IN_ACCESS and
+            # IN_OPEN included) would fill the event log with reads.
+            self.fields["mask"].initial = list(ADD_FORM_EVENTS)
+        else:
+            self.fields["mask"].initial = mask_to_names(int(self.instance.mask or ALL_EVENTS))
 
     def clean_processor(self) -> str:
         value = self.cleaned_data["processor"]

@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils.translation import gettext_lazy as _
 
 from .conf import app_settings
-from .escaping import escape_path, unescape_path  # noqa: F401  (escape_path: its old home)
+from .escaping import escape_path, printable, unescape_path  # noqa: F401  (escape_path: its old home)
 from .masks import ALL_EVENTS, describe_mask
 from .specs import (
     SpecError,
@@ -148,7 +148,8 @@ class WatchPath(models.Model):
         ordering = ("path", "pk")
 
     def __str__(self) -> str:
-        return self.path
+        # Shown by the admin (titles, breadcrumbs, messages): control characters made visible.
+        return printable(self.path)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
@@ -252,7 +253,7 @@ class DaemonStatus(models.Model):
         ordering = ("host",)
 
     def __str__(self) -> str:
-        return f"{self.host} (pid {self.pid})"
+        return f"{printable(self.host, backslash=False)} (pid {self.pid})"
 
     def is_alive(self) -> bool:
         """Return True when the daemon says it runs and its heartbeat is recent (``heartbeat_limit``)."""
@@ -301,7 +302,7 @@ class WatchState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.path} on {self.host}: {self.state}"
+        return f"{printable(self.path)} on {printable(self.host, backslash=False)}: {self.state}"
 
 
 class EventLog(models.Model):
@@ -341,7 +342,8 @@ class EventLog(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.maskname} {self.pathname}"
+        # An escaped name has its backslashes doubled already.
+        return f"{printable(self.maskname)} {printable(self.pathname, backslash=not self.escaped)}"
 
     def raw_pathname(self) -> bytes:
         """Return the path as the bytes the file system holds (undoing the escaping)."""

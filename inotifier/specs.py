@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
 from .conf import app_settings
+from .escaping import printable
 from .masks import MaskError, parse_mask
 
 
@@ -76,6 +77,14 @@ def validate_path(path: object) -> str:
         raise SpecError(_("path is empty"))
     if "\x00" in path:
         raise SpecError(_("path contains a NUL byte"))
+    if not path.isprintable():
+        # A newline, an ANSI/OSC escape or U+202E in a watched path would forge
+        # log lines, drive a terminal or make the path read as another one.
+        bad = ", ".join(dict.fromkeys(printable(c) for c in path if not c.isprintable()))
+        raise SpecError(
+            _("path '%(path)s' contains a control or invisible character (%(chars)s)")
+            % {"path": printable(path), "chars": bad}
+        )
     if not os.path.isabs(path):
         raise SpecError(_("path %(path)r is not absolute") % {"path": path})
     return os.path.normpath(path)

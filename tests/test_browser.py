@@ -168,3 +168,95 @@ def test_admin_watch_becomes_active_and_logs_events(
     page.wait_for_selector("#content")
     shot("event-detail")
     assert str(created) in page.inner_text("#content")
+
+
+#: Debian's Chromium shows this colour for the grey *unknown* badge (#6e7781).
+UNKNOWN_GREY = "rgb(110, 119, 129)"
+
+
+@pytest.fixture
+def health_rows(daemon: Daemon, watch_dir: Path) -> dict[str, Any]:
+    """Three watches made before the browser starts: working, refused processor, a 3 000-character path."""
+    from inotifier.models import WatchPath
+
+    (watch_dir / "refused").mkdir()
+    long_path = str(watch_dir) + ("/" + "d" * 199) * 15
+    rows = {
+        "good": WatchPath.objects.create(path=str(watch_dir), mask=0x108),
+        "refused": WatchPath.objects.create(path=str(watch_dir / "refused"), mask=0x100, processor="os.system"),
+        "long": WatchPath.objects.create(path=long_path, mask=0x100),
+    }
+    assert len(long_path) > 3000
+    return {name: row.pk for name, row in rows.items()} | {"long_path": long_path}
+
+
+def test_states_reasons_and_long_paths_in_the_watch_list(
+    live_server: Any,
+    daemon: Daemon,
+    superuser: str,
+    health_rows: dict[str, Any],
+    browser_page: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Issue 11: reasons readable in the list, a stopped daemon's states grey, long paths contained."""
+    daemon.env_extra["INOTIFIER_POLL_INTERVAL"] = "0.2"
+    daemon.start()
+    page = browser_page
+    shot = Shots(page, request.node.name)
+    admin = live_server.url + "/admin/"
+    page.goto(admin)
+    page.fill("#id_username", superuser)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+
+    def row(name: str) -> Any:
+        return page.locator(f"#result_list tr:has(input.action-select[value='{health_rows[name]}'])")
+
+    page.goto(admin + "inotifier/watchpath/")
+    reload_until(
+        page,
+        lambda: row("good").locator(".inotifier-state-active").count() == 1
+        and row("refused").locator(".inotifier-state-error").count() == 1
+        and row("long").locator(".inotifier-state-missing").count() == 1,
+    )
+    shot("reported")
+
+    # Why a watch failed is text in its row, not only a tooltip.
+    reason = row("refused").locator(".inotifier-state-reason")
+    assert reason.is_visible()
+    assert "'os.system' is not in INOTIFIER_PROCESSORS" in reason.inner_text()
+    assert row("long").locator(".inotifier-state-reason").is_visible()
+
+    # A 3 000-character path does not push the other columns off the page: the table is
+    # as wide with it as without it (and within the window), its row a few lines high.
+    width = page.evaluate("window.innerWidth")
+    table = page.locator("#result_list").bounding_box()
+    assert table is not None and table["x"] + table["width"] <= width
+    for cell in row("long").locator("th, td").all():
+        box = cell.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= table["x"] + table["width"] + 1
+    path_box = row("long").locator("th.field-path_display").bounding_box()
+    assert path_box is not None and path_box["height"] < 250  # shortened, not 3 000 characters wrapped
+    assert row("long").locator(".inotifier-path").get_attribute("title") == health_rows["long_path"]
+    page.goto(admin + "inotifier/watchpath/?state=active")
+    without = page.locator("#result_list").bounding_box()
+    assert without is not None and table["width"] <= without["width"] + 1
+    page.goto(admin + "inotifier/watchpath/")
+
+    # After inotifier_stop no state claims to be current: all grey "unknown".
+    result = daemon.stop()
+    assert result.returncode == 0, result.stderr
+    reload_until(page, lambda: page.locator("#result_list .inotifier-state-active").count() == 0)
+    shot("daemon-stopped")
+    unknown = page.locator("#result_list .inotifier-state-unknown")
+    assert unknown.count() == 3
+    for i in range(3):
+        badge = unknown.nth(i)
+        assert "unknown (daemon not running)" in badge.inner_text()
+        assert badge.evaluate("e => getComputedStyle(e).color") == UNKNOWN_GREY
+    assert "Last reported: active" in (row("good").locator(".inotifier-state-unknown").get_attribute("title") or "")
+    assert "stopped" in page.inner_text("#inotifier-daemons")
+    page.goto(admin + "inotifier/watchpath/?state=active")
+    assert page.locator("#result_list").count() == 0 or page.locator("#result_list tbody tr").count() == 0
+    shot("filter-active-after-stop")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
-from django.db.models import Max, Min, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -434,3 +435,271 @@ def test_empty_log(admin_client: Client, db: Any) -> None:
     response = admin_client.get(reverse(CHANGELIST))
     assert response.status_code == 200
     assert "Events per minute, last hour (0)" in response.content.decode()
+
+
+# -- issue 11: only the page's own filters, bounded time, values that are not ids ---------
+
+
+def fill(count: int, days_ago: int = 3) -> None:
+    """Insert ``count`` events in one statement (the ORM would take seconds), ``days_ago`` days old."""
+    table = EventLog._meta.db_table
+    columns = "timestamp, pathname, src_pathname, escaped, mask, maskname, is_dir, watch_label, host"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT now() - make_interval(days => %s, secs => i), "
+                f"'/srv/in/file-' || i || '.dat', '', false, 256, 'IN_CREATE', false, '/srv/in', 'alpha' "
+                f"FROM generate_series(1, %s) AS i",
+                [days_ago, count],
+            )
+        else:
+            cursor.execute(
+                f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < %s) "
+                f"INSERT INTO {table} ({columns}) SELECT "
+                f"strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', '-{int(days_ago)} days', '-' || i || ' seconds'), "
+                f"'/srv/in/file-' || i || '.dat', '', 0, 256, 'IN_CREATE', 0, '/srv/in', 'alpha' FROM s",
+                [count],
+            )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"pathname__regex": "(.*)*x"},
+        {"pathname__iregex": "(.*)*x"},
+        {"watch_label__regex": "(a+)+$"},
+        {"watch__path__regex": "(.*)*x"},
+        {"watch__path__iregex": "(.*)*x"},
+        {"host__regex": "(.*)*x"},
+        {"pathname__contains": "x"},  # a full scan outside the search (and its time budget)
+        {"id__gt": "1"},
+        {"timestamp__gte": "2020-01-01"},
+        {"escaped": "1"},
+        {"event": "IN_CREATE", "maskname__regex": "(.*)*x"},  # one bad parameter among good ones
+    ],
+)
+def test_lookups_other_than_the_pages_filters_are_refused_before_any_query(
+    admin_client: Client, rows: dict[str, Any], params: dict[str, str]
+) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse(CHANGELIST), params)
+    assert response.status_code == 400
+    for q in queries.captured_queries:
+        assert "inotifier_eventlog" not in q["sql"].lower(), q["sql"]
+
+
+def test_every_link_the_list_offers_is_accepted(admin_client: Client, rows: dict[str, Any], settings: Any) -> None:
+    settings.INOTIFIER_WATCH_PATHS = [["/srv/in", "IN_CREATE", "inotifier.event_processors.AllEventsSignaler"]]
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    links = set(re.findall(r'href="(\?[^"]*)"', html))
+    assert {link.split("=")[0] for link in links} >= {"?event", "?kind", "?watch", "?host", "?timestamp__year"}
+    for link in links:
+        response = admin_client.get(reverse(CHANGELIST) + link.replace("&amp;", "&"))
+        assert response.status_code == 200, link
+    day = timezone.localtime(rows["file"].timestamp)
+    params = {"timestamp__year": day.year, "timestamp__month": day.month, "timestamp__day": day.day}
+    assert rows["file"] in listed(admin_client, q="report", o="1", p="1", **params)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["r99999999999999999999", "r9223372036854775808", "r0", "r-1", "r\u00b2", "r\u0661", "rabc", "r", "x12", "12"],
+)
+def test_a_watch_value_that_is_no_valid_id_gives_an_empty_list(
+    admin_client: Client, rows: dict[str, Any], value: str
+) -> None:
+    assert listed(admin_client, watch=value) == []
+
+
+def test_the_largest_id_is_still_a_watch(admin_client: Client, rows: dict[str, Any]) -> None:
+    assert listed(admin_client, watch="r9223372036854775807") == []
+    assert listed(admin_client, watch=f"r{rows['watch'].pk}") == [rows["file"]]
+
+
+def test_a_kind_that_is_not_a_choice_gives_an_empty_list(admin_client: Client, rows: dict[str, Any]) -> None:
+    assert listed(admin_client, kind="bogus") == []
+    assert len(listed(admin_client)) == 4
+
+
+@pytest.mark.parametrize("name", ["host", "event", "watch", "kind"])
+def test_a_nul_character_in_a_filter_value_is_a_bad_request(
+    admin_client: Client, rows: dict[str, Any], name: str
+) -> None:
+    # PostgreSQL refuses NUL in text outright: the query would fail with a 500.
+    value = "s:/srv/\x00" if name == "watch" else "a\x00b"
+    assert admin_client.get(reverse(CHANGELIST), {name: value}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"timestamp__year": "99999999999"},
+        {"timestamp__year": "9999"},
+        {"timestamp__year": "9999", "timestamp__month": "12"},
+        {"timestamp__year": "9999", "timestamp__month": "12", "timestamp__day": "31"},
+        {"timestamp__year": "1"},
+        {"timestamp__year": "2024", "timestamp__month": "99999999999999999999"},
+    ],
+)
+@override_settings(TIME_ZONE="Asia/Kolkata")
+def test_an_out_of_range_date_is_invalid_not_a_crash(
+    admin_client: Client, rows: dict[str, Any], params: dict[str, str]
+) -> None:
+    response = admin_client.get(reverse(CHANGELIST), params)
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")  # Django's answer to "invalid parameters"
+    assert admin_client.get(response["Location"]).status_code == 200
+
+
+#: A search of many words matching every row and one matching none: every row is read and
+#: each of its words compared, far longer than the budget below on both databases.
+SLOW_SEARCH = "in " * 200 + "no-such-name"
+
+
+@pytest.mark.parametrize("budget", [0.1])
+def test_a_search_over_its_time_budget_gives_the_page_with_a_message(
+    admin_client: Client, db: Any, settings: Any, budget: float
+) -> None:
+    fill(30_000)
+    event("/srv/in/recent.txt")
+    settings.INOTIFIER_ADMIN_QUERY_TIMEOUT = budget
+    response = admin_client.get(reverse(CHANGELIST), {"q": SLOW_SEARCH, "host": "alpha"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="inotifier-out-of-budget"' in html
+    assert "took longer than 0.1 s (INOTIFIER_ADMIN_QUERY_TIMEOUT) and was stopped" in html
+    assert "Narrow it with a filter" in html
+    assert list(response.context["cl"].result_list) == []
+    # The search and the filter are kept, the rest of the page is there.
+    assert 'value="in in in' in html
+    assert "?host=alpha" in html and 'id="inotifier-charts"' in html
+    # The budget ends with the page: a statement after it may run longer.
+    count = EventLog.objects.filter(pathname__icontains="in").exclude(pathname__icontains="zz")
+    for _word in range(100):
+        count = count.filter(pathname__icontains="in")
+    assert count.count() == 30_001
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone()[0] == "0"
+
+
+def test_a_search_within_its_budget_answers_as_usual(admin_client: Client, rows: dict[str, Any], settings: Any) -> None:
+    settings.INOTIFIER_ADMIN_QUERY_TIMEOUT = 5.0
+    response = admin_client.get(reverse(CHANGELIST), {"q": "report"})
+    assert [r.pk for r in response.context["cl"].result_list] == [rows["file"].pk]
+    assert "inotifier-out-of-budget" not in response.content.decode()
+
+
+def test_a_page_over_budget_even_without_rows_answers_503(
+    admin_client: Client, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(30_000)
+    settings.INOTIFIER_ADMIN_QUERY_TIMEOUT = 0.1
+
+    def slow_charts(qs: QuerySet[EventLog], now: Any = None) -> dict[str, str]:
+        EventLog.objects.filter(pathname__icontains="in").filter(
+            *[Q(pathname__icontains="in")] * 200, pathname__icontains="no-such-name"
+        ).count()
+        return {}
+
+    monkeypatch.setattr(eventlog_admin, "charts", slow_charts)
+    response = admin_client.get(reverse(CHANGELIST))
+    assert response.status_code == 503
+    html = response.content.decode()
+    assert "Even without its rows, this page took longer than 0.1 s" in html
+    assert admin_client.get(reverse("admin:index")).status_code == 200  # the connection still works
+
+
+def test_actions_are_not_limited_by_the_budget(rows: dict[str, Any], settings: Any) -> None:
+    settings.INOTIFIER_ADMIN_QUERY_TIMEOUT = 0.000_001
+    client = staff(["view_eventlog", "delete_eventlog"])
+    done = client.post(
+        reverse(CHANGELIST),
+        {"action": "delete_selected", "_selected_action": [rows["file"].pk], "post": "yes"},
+    )
+    assert done.status_code == 302
+    assert not EventLog.objects.filter(pk=rows["file"].pk).exists()
+
+
+# -- issue 11: the "By watch" filter at 10 000 watches, control characters, seconds ---------
+
+
+def test_the_watch_filter_lists_the_most_recently_active_watches_when_there_are_many(
+    admin_client: Client, db: Any
+) -> None:
+    from inotifier.models import WatchState
+
+    now = timezone.now()
+    watches = WatchPath.objects.bulk_create(WatchPath(path=f"/srv/w{i:03}", mask=IN_CREATE) for i in range(60))
+    WatchState.objects.bulk_create(
+        WatchState(host="alpha", key=f"row:{w.pk}", watch=w, path=w.path, state="active",
+                   last_event=now - timedelta(minutes=i))
+        for i, w in enumerate(watches)
+    )
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    listed_ids = re.findall(r"\?watch=r(\d+)", html)
+    assert listed_ids == [str(w.pk) for w in watches[:20]]  # newest event first
+    assert 'id="inotifier-watch-filter-note"' in html
+    assert reverse("admin:inotifier_watchpath_changelist") in html
+    # The selected watch is listed even when it is not among the most active.
+    oldest = watches[-1]
+    response = admin_client.get(reverse(CHANGELIST), {"watch": f"r{oldest.pk}"})
+    chosen = next(c for c in response.context["cl"].filter_specs if c.parameter_name == "watch")
+    assert (f"r{oldest.pk}", oldest.path) in chosen.lookup_choices
+
+
+def test_the_watch_filter_lists_every_watch_when_there_are_few(admin_client: Client, db: Any) -> None:
+    watches = WatchPath.objects.bulk_create(WatchPath(path=f"/srv/w{i:03}", mask=IN_CREATE) for i in range(20))
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert re.findall(r"\?watch=r(\d+)", html) == [str(w.pk) for w in watches]
+    assert "inotifier-watch-filter-note" not in html
+
+
+CONTROL_NAMES = {
+    "newline": ("/srv/in/a\nFAKE 2024-01-01 root logged in", "/srv/in/a\\x0aFAKE 2024-01-01 root logged in"),
+    "ansi": ("/srv/in/\x1b[31mred\x1b[0m", "/srv/in/\\x1b[31mred\\x1b[0m"),
+    "osc": ("/srv/in/\x1b]0;pwned\x07", "/srv/in/\\x1b]0;pwned\\x07"),
+    "rtl": ("/srv/in/invoice-\u202egpj.exe", "/srv/in/invoice-\\u202egpj.exe"),
+    "backslash": ("/srv/in/a\\x0ab", "/srv/in/a\\\\x0ab"),  # reads differently from the newline
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTROL_NAMES))
+def test_control_characters_in_names_are_shown_visibly(admin_client: Client, db: Any, case: str) -> None:
+    raw, visible = CONTROL_NAMES[case]
+    row = event(raw, src_pathname=raw + ".part", watch_label=raw, host=f"h{raw[-3:]}")
+    pages = [
+        admin_client.get(reverse(CHANGELIST)).content.decode(),
+        admin_client.get(reverse("admin:inotifier_eventlog_change", args=[row.pk])).content.decode(),
+    ]
+    for html in pages:
+        assert visible in html, case
+        assert raw not in html, case
+        assert "\x1b" not in html and "\u202e" not in html and "\x07" not in html
+    assert f"{visible}.part" in pages[0] and "(escaped)" in pages[0]
+
+
+def test_times_are_shown_with_seconds(admin_client: Client, db: Any) -> None:
+    row = event("/srv/in/a", when=datetime(2024, 5, 3, 10, 0, 7, tzinfo=UTC))
+    assert "2024-05-03 10:00:07" in admin_client.get(reverse(CHANGELIST)).content.decode()
+    change = admin_client.get(reverse("admin:inotifier_eventlog_change", args=[row.pk]))
+    assert "2024-05-03 10:00:07" in change.content.decode()
+
+
+def test_the_budget_ends_with_the_page_outside_a_transaction(
+    admin_client: Client, transactional_db: Any, settings: Any
+) -> None:
+    settings.INOTIFIER_ADMIN_QUERY_TIMEOUT = 0.001
+    event("/srv/in/a")
+    assert admin_client.get(reverse(CHANGELIST)).status_code in (200, 503)
+    # Far longer than the budget: neither a statement_timeout nor a progress handler is left behind.
+    if connection.vendor == "postgresql":
+        sql = "SELECT count(*) FROM generate_series(1, 3000000)"
+    else:
+        sql = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000000) SELECT count(*) FROM s"
+    with connection.cursor() as cursor:
+        started = time.monotonic()
+        cursor.execute(sql)
+        assert cursor.fetchone()[0] == 3_000_000
+    assert time.monotonic() - started > 0.01  # it did run longer than the budget
