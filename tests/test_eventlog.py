@@ -397,6 +397,8 @@ def test_the_buffer_is_bounded_by_memory(transactional_db: Any, caplog: pytest.L
         ("INOTIFIER_EVENT_LOG_BUFFER_BYTES", float("inf")),
         ("INOTIFIER_EVENT_LOG_BUFFER", -5),
         ("INOTIFIER_EVENT_LOG_BUFFER", "many"),
+        ("INOTIFIER_EVENT_LOG_MAX_ROWS", -1),
+        ("INOTIFIER_EVENT_LOG_MAX_ROWS", "100k"),
     ],
 )
 def test_bad_buffer_settings_are_named(transactional_db: Any, name: str, value: Any) -> None:

@@ -311,6 +311,18 @@ SIZE_SAMPLE_ROWS = 8
 SIZE_SAMPLE_WEIGHT = 0.1
 
 
+def positive_setting(name: str, value: Any) -> int:
+    """Return ``value`` as an int; ImproperlyConfigured naming setting ``name`` unless it is >= 1."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 1
+    ):
+        raise ImproperlyConfigured(f"{name} must be a positive whole number, not {value!r}")
+    return int(value)
+
+
 def buffer_limits(rows: Any = None, max_bytes: Any = None) -> tuple[int | None, int]:
     """Return the buffer's bounds: (row cap or None, bytes), from the arguments or the settings.
 
@@ -319,23 +331,12 @@ def buffer_limits(rows: Any = None, max_bytes: Any = None) -> tuple[int | None, 
     Raise ImproperlyConfigured naming the setting when a value is not a
     positive whole number.
     """
-
-    def positive(name: str, value: Any) -> int:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 1
-        ):
-            raise ImproperlyConfigured(f"{name} must be a positive whole number, not {value!r}")
-        return int(value)
-
     if rows is None:
         rows = app_settings.INOTIFIER_EVENT_LOG_BUFFER
     if max_bytes is None:
         max_bytes = app_settings.INOTIFIER_EVENT_LOG_BUFFER_BYTES
-    row_cap = None if rows is None or rows == 0 else positive("INOTIFIER_EVENT_LOG_BUFFER", rows)
-    return row_cap, positive("INOTIFIER_EVENT_LOG_BUFFER_BYTES", max_bytes)
+    row_cap = None if rows is None or rows == 0 else positive_setting("INOTIFIER_EVENT_LOG_BUFFER", rows)
+    return row_cap, positive_setting("INOTIFIER_EVENT_LOG_BUFFER_BYTES", max_bytes)
 
 
 def rows_from_flat(flat: list[Any], tails: list[tuple[int | None, str]]) -> list[Row]:
@@ -397,7 +398,8 @@ class EventLogStore:
         self._last_db_use = 0.0
         self._prune_running = 0
         #: INOTIFIER_EVENT_LOG_MAX_ROWS, enforced at each write (0: no row limit).
-        self.max_rows = max(0, int(app_settings.INOTIFIER_EVENT_LOG_MAX_ROWS or 0)) if prune else 0
+        limit = app_settings.INOTIFIER_EVENT_LOG_MAX_ROWS
+        self.max_rows = positive_setting("INOTIFIER_EVENT_LOG_MAX_ROWS", limit) if prune and limit else 0
         #: Rows in the whole table (all hosts) as far as this writer knows; None: not counted yet.
         self.table_rows: int | None = None
         self._next_count = 0.0
