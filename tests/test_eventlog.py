@@ -555,8 +555,8 @@ def test_event_log_is_off_by_default(daemon: Daemon, watch_dir: Path) -> None:
 def test_stop_signal_flushes_every_accepted_event(daemon: Daemon, watch_dir: Path, signum: int) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
-    # An hour between flushes (and 2 000 rows, under the early flush at half of
-    # 10 000): whatever reaches the table got there through the stop.
+    # An hour between flushes (and 2 000 rows, far under the early flush at half
+    # the buffer's bound): whatever reaches the table got there through the stop.
     daemon.env_extra["INOTIFIER_EVENT_LOG_FLUSH_INTERVAL"] = "3600"
     if signum == signal.SIGINT:
         proc = daemon.start_foreground()
