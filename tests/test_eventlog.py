@@ -407,6 +407,19 @@ def test_bad_buffer_settings_are_named(transactional_db: Any, name: str, value: 
     assert str(info.value) == f"{name} must be a positive whole number, not {value!r}"
 
 
+@pytest.mark.daemon
+def test_a_bad_buffer_setting_stops_the_start_with_a_sentence(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra.update(INOTIFIER_EVENT_LOG="1", INOTIFIER_EVENT_LOG_BUFFER_BYTES="0")
+    result = daemon.manage("inotifier_start")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        "File monitoring did not start: ImproperlyConfigured: "
+        "INOTIFIER_EVENT_LOG_BUFFER_BYTES must be a positive whole number, not 0"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # -- retention ---------------------------------------------------------------------------
 
 
