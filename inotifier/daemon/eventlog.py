@@ -309,6 +309,9 @@ SIZE_SAMPLE_ROWS = 8
 #: Weight of a tick's sample in the running mean when paths get shorter (longer paths
 #: count at once: the bound errs on the side of memory).
 SIZE_SAMPLE_WEIGHT = 0.1
+#: ``poke`` samples row sizes only while more than 1/SAMPLE_FROM of the bound is pending
+#: (sampling costs a few microseconds a tick; with a nearly empty buffer it is not needed).
+SAMPLE_FROM = 8
 
 
 def positive_setting(name: str, value: Any) -> int:
@@ -774,6 +777,9 @@ class EventLogWriter(EventLogStore, threading.Thread):
         self.worker_pid: int | None = None
         self._lock = threading.Lock()
         self._wake_at = max(1, self.capacity // 2)
+        # Row sizes are sampled only once this many rows are pending: far from the
+        # bound the estimate does not matter, and poke stays as cheap as before.
+        self._sample_at = self.capacity // SAMPLE_FROM
         self.peak = 0  # most rows pending at a tick (taken and not written, plus waiting)
         self._wake = threading.Event()
         self._stop_event = threading.Event()
@@ -836,10 +842,11 @@ class EventLogWriter(EventLogStore, threading.Thread):
         if not incoming:
             return
         with self._lock:  # the writer thread may shorten the list meanwhile
-            self._sample_sizes(incoming)
             in_flight = self.taken - self.finished
-            may_wait = self.capacity - in_flight
             waiting = len(incoming) // ROW_ITEMS
+            if in_flight + waiting >= self._sample_at:
+                self._sample_sizes(incoming)
+            may_wait = self.capacity - in_flight
             excess = waiting - max(0, may_wait)
             if excess > 0:
                 del incoming[-excess * ROW_ITEMS :]  # the newest rows
@@ -874,6 +881,7 @@ class EventLogWriter(EventLogStore, threading.Thread):
             self.path_bytes += (mean - self.path_bytes) * SIZE_SAMPLE_WEIGHT
         self.capacity = self._rows_allowed()
         self._wake_at = max(1, self.capacity // 2)
+        self._sample_at = self.capacity // SAMPLE_FROM
 
     # -- writer side ---------------------------------------------------------------------
 
