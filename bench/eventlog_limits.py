@@ -12,8 +12,8 @@ creates ``--files`` files as fast as it can. Reported: rows delivered,
 written and dropped, the most rows that waited (and the buffer's estimate of
 their size), the growth of VmRSS of this process and of the writer process
 (sampled every 10 ms from a thread, after a warm-up burst, so start-up
-imports and the database connection are not counted), and when the last row
-was written.
+imports and the database connection are not counted) and what of it is still
+held 2 s after the last row was written, and when that was.
 
 ``retention`` (item 9): rows are fed straight into the event log's buffer at
 ``--rate`` rows/s (0: as fast as the loop can append) with
@@ -121,6 +121,8 @@ def burst(db: str, files: int, pg_url: str) -> dict[str, float]:
         last_row = time.monotonic()
         done.set()
         sampler.join()
+        time.sleep(2.0)  # what is still held once every row is written
+        kept = {name: rss_kib(pid) - base[name] for name, pid in pids.items()}
         delivered = sum(w.events for w in daemon.watches.values()) - 4000
         log.stop()
         return {
@@ -133,6 +135,8 @@ def burst(db: str, files: int, pg_url: str) -> dict[str, float]:
             "row_bytes_estimate": log.row_bytes,
             "rss_growth_daemon_mib": round(growth["daemon"] / 1024, 1),
             "rss_growth_writer_mib": round(growth["writer"] / 1024, 1),
+            "rss_kept_daemon_mib": round(kept["daemon"] / 1024, 1),
+            "rss_kept_writer_mib": round(kept["writer"] / 1024, 1),
             "burst_s": round(ended - started, 2),
             "last_row_after_burst_s": round(last_row - ended, 2),
             "rows_per_s": round((log.written - written) / (last_row - started)),

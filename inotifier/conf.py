@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     # Record events in the EventLog model.
     "INOTIFIER_EVENT_LOG": False,
     # Memory (bytes, estimated) that rows waiting to be written to EventLog may take
-    # before new ones are dropped (counted): about 300 000 rows of 60-character paths.
+    # before new ones are dropped (counted): about 280 000 rows of 60-character paths.
     "INOTIFIER_EVENT_LOG_BUFFER_BYTES": 64 * 1024 * 1024,
     # Optional cap on those rows in number (None: the memory bound only).
     "INOTIFIER_EVENT_LOG_BUFFER": None,
