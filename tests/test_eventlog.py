@@ -458,6 +458,30 @@ def test_prune_deletes_in_small_batches(db: Any) -> None:
         assert len(re.findall(r"\d+", sql.split(" IN (", 1)[1])) == 20, sql
 
 
+@pytest.mark.postgres_only
+@needs_postgres
+def test_a_prune_delete_takes_the_primary_key_index(transactional_db: Any) -> None:
+    """A table that grew faster than autovacuum analyses it (a burst): no statistics yet.
+
+    PostgreSQL then planned a scan of the whole table for ``id IN (1 000 ids)``,
+    9x slower than the primary key's index at 100 000 rows, 20x at 1 000 000.
+    """
+    with connection.cursor() as cursor:  # 100 000 rows as the daemon writes them, not analysed
+        cursor.execute(
+            "INSERT INTO inotifier_eventlog (timestamp, pathname, src_pathname, escaped, mask, maskname,"
+            " is_dir, watch_label, host) SELECT now() - interval '30 days' + n * interval '1 second',"
+            " '/srv/spool/incoming/file-' || lpad(n::text, 9, '0') || '.dat', '', false, 256,"
+            " 'IN_CREATE', false, '/srv/spool/incoming', 'files-1' FROM generate_series(1, 100000) n"
+        )
+    with CaptureQueriesContext(connection) as queries:
+        assert prune_events(max_age=0, max_rows=99_000) == 1000
+    [delete] = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + delete)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan and "inotifier_eventlog_pkey" in plan, plan
+
+
 def test_prune_step_stops_at_its_deadline(db: Any) -> None:
     make_rows(100, timezone.now() - timedelta(days=30), timedelta(seconds=1))
     assert prune_step(max_age=86400, max_rows=0, batch=30, deadline=0.0) == (30, False)
