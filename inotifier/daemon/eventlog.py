@@ -379,8 +379,9 @@ class EventLogStore:
     writer thread of an ``EventLogWriter`` that runs in-process. Rows wait in
     ``rows`` until written. An unreachable database keeps the rows and retries
     with backoff; rows the database rejects are isolated, logged and counted in
-    ``rejected``, so one bad row cannot hold the others back. Retention
-    settings are enforced a little at a time between batches.
+    ``rejected``, so one bad row cannot hold the others back. The row limit
+    is kept by each write (``_trim``); the age limit, and any large excess,
+    a little at a time between batches (``_prune``).
     """
 
     def __init__(
