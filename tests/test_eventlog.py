@@ -374,7 +374,7 @@ def test_the_buffer_is_bounded_by_memory(transactional_db: Any, caplog: pytest.L
     # (and is sampled only while more than an eighth of the bound is pending).
     short = eventlog_mod.ROW_OVERHEAD + sys.getsizeof("/w/s")
     for tick in range(40):
-        for _row in range(1000):  # more than an eighth of the bound, however small the rows
+        for _row in range(1100):  # > an eighth of the bound however small the rows, > SAMPLE_EVERY
             writer.incoming += ("/w/s", time.time(), key | IN_CREATE, "")
         writer.poke()
         if tick == 0:

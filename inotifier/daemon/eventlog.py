@@ -316,8 +316,10 @@ SIZE_SAMPLE_ROWS = 8
 #: count at once: the bound errs on the side of memory).
 SIZE_SAMPLE_WEIGHT = 0.1
 #: ``poke`` samples row sizes only while more than 1/SAMPLE_FROM of the bound is pending
-#: (sampling costs a few microseconds a tick; with a nearly empty buffer it is not needed).
+#: (with a nearly empty buffer the estimate does not matter), and once per SAMPLE_EVERY
+#: rows: a sample costs about 5 us, and during a burst the loop may turn every few events.
 SAMPLE_FROM = 8
+SAMPLE_EVERY = 1024
 
 
 def positive_setting(name: str, value: Any) -> int:
@@ -787,6 +789,7 @@ class EventLogWriter(EventLogStore, threading.Thread):
         # Row sizes are sampled only once this many rows are pending: far from the
         # bound the estimate does not matter, and poke stays as cheap as before.
         self._sample_at = self.capacity // SAMPLE_FROM
+        self._sampled_at = -SAMPLE_EVERY  # rows appended so far at the last sample
         self.peak = 0  # most rows pending at a tick (taken and not written, plus waiting)
         self._wake = threading.Event()
         self._stop_event = threading.Event()
@@ -851,7 +854,9 @@ class EventLogWriter(EventLogStore, threading.Thread):
         with self._lock:  # the writer thread may shorten the list meanwhile
             in_flight = self.taken - self.finished
             waiting = len(incoming) // ROW_ITEMS
-            if in_flight + waiting >= self._sample_at:
+            appended = self.taken + waiting + self.dropped  # only ever grows
+            if in_flight + waiting >= self._sample_at and appended - self._sampled_at >= SAMPLE_EVERY:
+                self._sampled_at = appended
                 self._sample_sizes(incoming)
             may_wait = self.capacity - in_flight
             excess = waiting - max(0, may_wait)
