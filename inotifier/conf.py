@@ -35,8 +35,11 @@ DEFAULTS: dict[str, Any] = {
     "INOTIFIER_QUEUE_SIZE": 2_000_000,
     # Record events in the EventLog model.
     "INOTIFIER_EVENT_LOG": False,
-    # Rows waiting to be written to EventLog before new ones are dropped (counted).
-    "INOTIFIER_EVENT_LOG_BUFFER": 10_000,
+    # Memory (bytes, estimated) that rows waiting to be written to EventLog may take
+    # before new ones are dropped (counted): about 280 000 rows of 60-character paths.
+    "INOTIFIER_EVENT_LOG_BUFFER_BYTES": 64 * 1024 * 1024,
+    # Optional cap on those rows in number (None: the memory bound only).
+    "INOTIFIER_EVENT_LOG_BUFFER": None,
     # Seconds between two event log flushes while events flow.
     "INOTIFIER_EVENT_LOG_FLUSH_INTERVAL": 0.25,
     # Niceness added to the event log's writer process (0: the daemon's priority).

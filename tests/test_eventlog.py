@@ -7,7 +7,11 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
+import tracemalloc
+from collections import deque
 from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
@@ -314,6 +319,113 @@ def test_the_bound_holds_while_the_read_loop_appends_unchecked(transactional_db:
     assert logged_paths() == {f"/w/{i}" for i in range(10, 30)}
 
 
+# -- the buffer's bound in memory ------------------------------------------------------------
+
+
+def test_the_row_size_estimate_matches_what_rows_cost(transactional_db: Any) -> None:
+    """ROW_OVERHEAD + sys.getsizeof(path): what a row costs in the loop's list and in the writer's deque."""
+    n = 50_000
+    writer = EventLogWriter("h", interval=3600, prune=False)
+    key, mask = writer.tail_key(None, "/srv/spool"), IN_CREATE
+    prefix = "/srv/spool/incoming/" + "x" * 40  # longer than INITIAL_PATH_BYTES assumes
+    names = [f"{i:08d}" for i in range(n)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for name in names:  # as ActiveWatch.deliver does: a fresh path and key per event
+            writer.incoming += (prefix + "/" + name, time.time(), key | mask, "")
+        in_loop = (tracemalloc.get_traced_memory()[0] - before) / n
+        writer.poke()
+        payload = eventlog_mod.pack_rows(writer.take(), writer.tails)
+        before = tracemalloc.get_traced_memory()[0]
+        in_writer: deque[Any] = deque(eventlog_mod.unpack_rows(payload, []))
+        in_process = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert len(in_writer) == n
+    path_size = sys.getsizeof(prefix + "/" + names[0])
+    assert writer.path_bytes == path_size  # sampled by poke()
+    estimate = writer.row_bytes
+    # Never below what a row costs where it waits; close to the dearer place, the writer's deque.
+    assert in_loop <= estimate, (in_loop, estimate)
+    assert in_process <= estimate <= in_process * 1.1, (in_process, estimate)
+
+
+def test_the_buffer_is_bounded_by_memory(transactional_db: Any, caplog: pytest.LogCaptureFixture) -> None:
+    writer = EventLogWriter("h", interval=3600, prune=False, max_bytes=1_000_000)
+    assert writer.row_cap is None  # INOTIFIER_EVENT_LOG_BUFFER is None by default
+    key = writer.tail_key(None, "/w")
+    long_name = "/w/" + "L" * 400
+    for i in range(10_000):
+        writer.incoming += (f"{long_name}{i:05}", time.time(), key | IN_CREATE, "")
+    writer.poke()
+    row = eventlog_mod.ROW_OVERHEAD + sys.getsizeof(long_name + "00000")
+    assert writer.row_bytes == row
+    assert writer.accepted == 1_000_000 // row  # about 1 700 rows of 585 bytes
+    assert writer.dropped == 10_000 - writer.accepted
+    writer._report_drops()
+    assert (
+        f"event log buffer full (INOTIFIER_EVENT_LOG_BUFFER_BYTES = 1000000: {writer.accepted} rows of "
+        f"about {row} bytes): {writer.dropped} rows dropped"
+    ) in caplog.text
+    assert writer.flush() and writer.pending == 0
+
+    # Short paths: more rows fit; the estimate comes down over a few ticks, not at once
+    # (and is sampled only while more than an eighth of the bound is pending).
+    short = eventlog_mod.ROW_OVERHEAD + sys.getsizeof("/w/s")
+    for tick in range(40):
+        for _row in range(1100):  # > an eighth of the bound however small the rows, > SAMPLE_EVERY
+            writer.incoming += ("/w/s", time.time(), key | IN_CREATE, "")
+        writer.poke()
+        if tick == 0:
+            assert short < writer.row_bytes < row
+        assert writer.flush()
+    assert short <= writer.row_bytes <= short + 10
+    assert writer.capacity == 1_000_000 // writer.row_bytes  # about 5 500 rows
+    assert writer.dropped == 10_000 - 1_000_000 // row  # none more
+
+    # INOTIFIER_EVENT_LOG_BUFFER, when set, caps the rows too.
+    capped = EventLogWriter("h", capacity=50, interval=3600, prune=False, max_bytes=1_000_000)
+    for i in range(80):
+        capped.incoming += (f"/w/{i}", time.time(), key | IN_CREATE, "")
+    capped.poke()
+    assert (capped.accepted, capped.dropped) == (50, 30)
+    capped._report_drops()
+    assert "(INOTIFIER_EVENT_LOG_BUFFER = 50 rows): 30 rows dropped" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("INOTIFIER_EVENT_LOG_BUFFER_BYTES", "64MB"),
+        ("INOTIFIER_EVENT_LOG_BUFFER_BYTES", 0),
+        ("INOTIFIER_EVENT_LOG_BUFFER_BYTES", None),
+        ("INOTIFIER_EVENT_LOG_BUFFER_BYTES", float("inf")),
+        ("INOTIFIER_EVENT_LOG_BUFFER", -5),
+        ("INOTIFIER_EVENT_LOG_BUFFER", "many"),
+        ("INOTIFIER_EVENT_LOG_MAX_ROWS", -1),
+        ("INOTIFIER_EVENT_LOG_MAX_ROWS", "100k"),
+    ],
+)
+def test_bad_buffer_settings_are_named(transactional_db: Any, name: str, value: Any) -> None:
+    with override_settings(**{name: value}), pytest.raises(ImproperlyConfigured) as info:
+        EventLogWriter("h")
+    assert str(info.value) == f"{name} must be a positive whole number, not {value!r}"
+
+
+@pytest.mark.daemon
+def test_a_bad_buffer_setting_stops_the_start_with_a_sentence(daemon: Daemon, watch_dir: Path) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra.update(INOTIFIER_EVENT_LOG="1", INOTIFIER_EVENT_LOG_BUFFER_BYTES="0")
+    result = daemon.manage("inotifier_start")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        "File monitoring did not start: ImproperlyConfigured: "
+        "INOTIFIER_EVENT_LOG_BUFFER_BYTES must be a positive whole number, not 0"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # -- retention ---------------------------------------------------------------------------
 
 
@@ -344,6 +456,30 @@ def test_prune_deletes_in_small_batches(db: Any) -> None:
     assert len(deletes) == 5
     for sql in deletes:
         assert len(re.findall(r"\d+", sql.split(" IN (", 1)[1])) == 20, sql
+
+
+@pytest.mark.postgres_only
+@needs_postgres
+def test_a_prune_delete_takes_the_primary_key_index(transactional_db: Any) -> None:
+    """A table that grew faster than autovacuum analyses it (a burst): no statistics yet.
+
+    PostgreSQL then planned a scan of the whole table for ``id IN (1 000 ids)``,
+    9x slower than the primary key's index at 100 000 rows, 20x at 1 000 000.
+    """
+    with connection.cursor() as cursor:  # 100 000 rows as the daemon writes them, not analysed
+        cursor.execute(
+            "INSERT INTO inotifier_eventlog (timestamp, pathname, src_pathname, escaped, mask, maskname,"
+            " is_dir, watch_label, host) SELECT now() - interval '30 days' + n * interval '1 second',"
+            " '/srv/spool/incoming/file-' || lpad(n::text, 9, '0') || '.dat', '', false, 256,"
+            " 'IN_CREATE', false, '/srv/spool/incoming', 'files-1' FROM generate_series(1, 100000) n"
+        )
+    with CaptureQueriesContext(connection) as queries:
+        assert prune_events(max_age=0, max_rows=99_000) == 1000
+    [delete] = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + delete)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan and "inotifier_eventlog_pkey" in plan, plan
 
 
 def test_prune_step_stops_at_its_deadline(db: Any) -> None:
@@ -392,6 +528,58 @@ def test_writer_prunes_a_little_at_a_time(transactional_db: Any, monkeypatch: py
     assert not EventLog.objects.filter(timestamp__lt=timezone.now() - timedelta(days=1)).exists()
 
 
+def test_each_write_keeps_the_table_within_the_row_limit(
+    transactional_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oldest rows beyond INOTIFIER_EVENT_LOG_MAX_ROWS go in the transaction that added rows."""
+    monkeypatch.setattr(eventlog_mod, "BATCH_SIZE", 300)  # several writes per flush
+    with override_settings(INOTIFIER_EVENT_LOG_MAX_ROWS=200, INOTIFIER_EVENT_LOG_MAX_AGE=0):
+        writer = EventLogWriter("h", interval=3600)
+    counts: list[int] = []
+    real_trim = writer._trim
+
+    def trim_and_count(model: Any, inserted: int) -> tuple[int | None, int]:
+        result = real_trim(model, inserted)
+        counts.append(EventLog.objects.count())  # what the transaction commits
+        return result
+
+    monkeypatch.setattr(writer, "_trim", trim_and_count)
+    for i in range(1000):
+        writer.offer(time.time(), fake_event(f"/w/{i:04}"), FakeWatch())
+    assert writer.flush()
+    assert len(counts) == 4 and max(counts) <= 200 * 1.02, counts
+    assert logged_paths() == {f"/w/{i:04}" for i in range(800, 1000)}  # the newest
+    assert (writer.written, writer.pruned, writer.table_rows) == (1000, 800, 200)
+
+    # Rows of another host, seen at the next count: trimmed as well, oldest first.
+    make_rows(500, timezone.now() - timedelta(hours=1), timedelta(seconds=1))
+    monkeypatch.setattr(eventlog_mod, "RECOUNT_INTERVAL", 0.0)
+    writer._next_count = 0.0
+    writer.offer(time.time(), fake_event("/w/last"), FakeWatch())
+    assert writer.flush()
+    assert EventLog.objects.count() == 200
+    assert "/w/last" in logged_paths() and not EventLog.objects.filter(host="h", pathname__startswith="/srv/").exists()
+
+
+def test_a_big_excess_is_left_to_the_budgeted_pass(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lowered limit: one write deletes at most TRIM_BACKLOG more rows than it adds."""
+    make_rows(400, timezone.now() - timedelta(hours=1), timedelta(seconds=1))
+    monkeypatch.setattr(eventlog_mod, "TRIM_BACKLOG", 100)
+    monkeypatch.setattr(eventlog_mod, "PRUNE_BATCH", 50)
+    with override_settings(INOTIFIER_EVENT_LOG_MAX_ROWS=10, INOTIFIER_EVENT_LOG_MAX_AGE=0):
+        writer = EventLogWriter("h", interval=3600)
+        with CaptureQueriesContext(connection) as queries:
+            writer.offer(time.time(), fake_event("/w/new"), FakeWatch())
+            assert writer.flush()
+        assert EventLog.objects.count() == 401 - 101
+        deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+        assert len(deletes) == 3  # 50 + 50 + 1 rows: short statements
+        assert writer._next_prune <= time.monotonic()  # the pass is due at once
+        writer._cycle()
+    assert EventLog.objects.count() == 10
+    assert "/w/new" in logged_paths()
+
+
 # -- the real daemon ---------------------------------------------------------------------------
 
 
@@ -410,8 +598,8 @@ def test_event_log_is_off_by_default(daemon: Daemon, watch_dir: Path) -> None:
 def test_stop_signal_flushes_every_accepted_event(daemon: Daemon, watch_dir: Path, signum: int) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
-    # An hour between flushes (and 2 000 rows, under the early flush at half of
-    # 10 000): whatever reaches the table got there through the stop.
+    # An hour between flushes (and 2 000 rows, far under the early flush at half
+    # the buffer's bound): whatever reaches the table got there through the stop.
     daemon.env_extra["INOTIFIER_EVENT_LOG_FLUSH_INTERVAL"] = "3600"
     if signum == signal.SIGINT:
         proc = daemon.start_foreground()
@@ -519,6 +707,117 @@ def test_daemon_enforces_retention(daemon: Daemon, watch_dir: Path) -> None:
     wait_for(lambda: "pruned 200 old rows" in daemon.stderr_text(), 10)
     (watch_dir / "new").touch()
     wait_for(lambda: EventLog.objects.filter(pathname=str(watch_dir / "new")).exists(), 10)
+
+
+#: Creates files argv[3:argv[4]] named f<index> in argv[1], as fast as it can (argv[2]: content).
+FILE_WRITER = (
+    "import os, sys\n"
+    "d, data, start, stop = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4])\n"
+    "for i in range(start, stop):\n"
+    "    fd = os.open(os.path.join(d, f'f{i:06}'), os.O_CREAT | os.O_WRONLY, 0o644)\n"
+    "    os.write(fd, data)\n"
+    "    os.close(fd)\n"
+)
+
+
+def write_files(directory: Path, start: int, stop: int) -> subprocess.Popen[bytes]:
+    """Start a process that creates files f<start>..f<stop - 1> in ``directory``."""
+    return subprocess.Popen([sys.executable, "-c", FILE_WRITER, str(directory), "x", str(start), str(stop)])
+
+
+def summary(daemon: Daemon) -> dict[str, int]:
+    """The figures of the event log's last summary line in the daemon's log (logged at stop)."""
+    lines = [ln for ln in daemon.stderr_text().splitlines() if "rows written," in ln]
+    assert lines, daemon.stderr_text()[-3000:]
+    found = re.search(
+        r"(\d+) rows written, (\d+) dropped, (\d+) rejected, (\d+) lost, (\d+) pruned; "
+        r"at most (\d+) rows waited",
+        lines[-1],
+    )
+    assert found, lines[-1]
+    keys = ("written", "dropped", "rejected", "lost", "pruned", "peak")
+    return dict(zip(keys, map(int, found.groups()), strict=True))
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(ln for ln in fh if ln.startswith("VmRSS:")).split()[1])
+
+
+@pytest.mark.daemon
+def test_the_row_limit_holds_while_rows_pour_in(daemon: Daemon, watch_dir: Path) -> None:
+    """INOTIFIER_EVENT_LOG_MAX_ROWS = 2 000, 40 000 events as fast as they come: never above + 10 %."""
+    limit, files = 2000, 40_000
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    daemon.env_extra.update(
+        INOTIFIER_EVENT_LOG="1",
+        INOTIFIER_EVENT_LOG_MAX_ROWS=str(limit),
+        INOTIFIER_EVENT_LOG_BUFFER=str(files),  # whatever the buffer's default: no row dropped
+        INOTIFIER_TEST_RECORD="",  # no receiver: events as fast as the loop goes
+    )
+    daemon.start()
+    samples: list[int] = []
+    last = str(watch_dir / f"f{files - 1:06}")
+    writer = write_files(watch_dir, 0, files)
+    deadline = time.monotonic() + 120
+    while not EventLog.objects.filter(pathname=last).exists():
+        samples.append(EventLog.objects.count())
+        assert time.monotonic() < deadline, samples[-20:]
+    samples.append(EventLog.objects.count())
+    assert writer.wait(30) == 0
+    assert daemon.stop().returncode == 0
+    growing = [n for n in samples if n > 0]
+    assert len(growing) >= 20, samples  # the table was watched while it was written
+    assert max(samples) <= limit * 1.1, max(samples)
+    # The newest rows are the ones kept.
+    kept = EventLog.objects.count()
+    assert limit <= kept <= limit * 1.1
+    assert logged_paths() == {str(watch_dir / f"f{i:06}") for i in range(files - kept, files)}
+    figures = summary(daemon)
+    assert (figures["written"], figures["dropped"], figures["pruned"]) == (files, 0, files - kept)
+
+
+@pytest.mark.daemon
+def test_a_50000_file_burst_is_logged_whole_at_default_settings(daemon: Daemon, watch_dir: Path) -> None:
+    """Two rows a file (IN_CREATE, IN_CLOSE_WRITE), every one written: nothing dropped."""
+    files = 50_000
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE|IN_CLOSE_WRITE", SIGNALER]]
+    daemon.env_extra.update(
+        INOTIFIER_EVENT_LOG="1",
+        INOTIFIER_EVENT_LOG_MAX_ROWS="0",  # retention aside: the table shows every row written
+        INOTIFIER_TEST_RECORD="",  # no receiver: events as fast as the loop goes
+    )
+    pid = daemon.start()
+    [log_process] = wait_for(lambda: writer_processes(pid), 10)
+    rss = {pid: rss_kib(pid), log_process: rss_kib(log_process)}
+    growth = dict.fromkeys(rss, 0)
+    writer = write_files(watch_dir, 0, files)
+    deadline = time.monotonic() + 180
+    seen, seen_at = -1, time.monotonic()
+    while True:  # until every row is in, or the count stood still for 5 s after the burst
+        for p, start in rss.items():
+            growth[p] = max(growth[p], rss_kib(p) - start)
+        count = EventLog.objects.count()
+        now = time.monotonic()
+        if count == 2 * files or (writer.poll() is not None and count == seen and now - seen_at > 5):
+            break
+        if count != seen:
+            seen, seen_at = count, now
+        assert now < deadline, count
+        time.sleep(0.05)
+    assert writer.wait(30) == 0
+    assert daemon.stop().returncode == 0
+    status = DaemonStatus.objects.get()
+    assert status.events == 2 * files  # delivered
+    assert (EventLog.objects.count(), status.log_dropped) == (2 * files, 0)
+    figures = summary(daemon)
+    print(
+        f"burst: {figures}; RSS growth: daemon {growth[pid] / 1024:.1f} MiB, "
+        f"writer process {growth[log_process] / 1024:.1f} MiB"
+    )
+    assert (figures["written"], figures["dropped"]) == (2 * files, 0)
+    # The burst outran the writer: more rows waited than the former default bound (10 000) held.
+    assert figures["peak"] > 10_000
 
 
 # -- the writer process ----------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import math
+import sys
 import threading
 import time
 from collections import deque
@@ -12,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import (
     DEFAULT_DB_ALIAS,
     DatabaseError,
@@ -43,6 +46,22 @@ FIRST_PRUNE_DELAY = 1.0
 #: Longest stretch of pruning per writer cycle; an unfinished pass goes on next cycle,
 #: so a big backlog of old rows never keeps new rows waiting for long.
 PRUNE_BUDGET = 0.25
+#: INOTIFIER_EVENT_LOG_MAX_ROWS is kept in step with writing: a write that takes the
+#: table beyond the limit by more than this fraction of it also deletes the oldest
+#: rows beyond the limit, in the same transaction (see ``EventLogStore._trim``), so
+#: nobody ever sees the table above limit + slack, whatever the write rate. The slack
+#: spares a trickle of rows a DELETE per flush.
+TRIM_SLACK = 0.02
+#: Most rows one write's transaction deletes beyond the rows it inserts: a bigger excess
+#: (a lowered limit, rows of other hosts found by a count) is left to the budgeted
+#: pruning pass (``prune_step``), started at once, so no transaction runs long.
+TRIM_BACKLOG = 10_000
+#: Seconds between two exact counts of the table while rows are written; between
+#: counts the writer adds what it inserts and subtracts what it deletes. The count is
+#: what sees other hosts' rows (the row limit counts the whole table), and rows deleted
+#: by hand or by ``inotifier_prune_events``. Stretched so counting takes at most
+#: 1 % of the time (COUNT(*) reads the whole table on PostgreSQL).
+RECOUNT_INTERVAL = 10.0
 #: Longest stretch of writing per cycle before drops are reported and pruning is considered.
 DRAIN_SLICE = 1.0
 #: Seconds between two warnings about dropped rows while rows keep being dropped.
@@ -71,6 +90,25 @@ IN_ISDIR = BITS["IN_ISDIR"]
 Row = tuple[float, str, str, int, str, tuple["int | None", str]]
 
 
+def delete_oldest(qs: Any, batch: int) -> int:
+    """Delete the ``batch`` oldest rows of ``qs`` (by time, then id) in one short DELETE; return the count.
+
+    The one batched delete of the event log's retention: ``prune_step`` and the
+    writer's trimming (``EventLogStore._trim``) both go through it.
+    """
+    ids = list(qs.order_by("timestamp", "id").values_list("pk", flat=True)[:batch])
+    if not ids:
+        return 0
+    rows = qs.model._base_manager.using(qs.db)
+    # The id range lets PostgreSQL take the primary key's index: for the id list alone
+    # its planner chose a scan of the whole table, 9x slower (10 ms per 1 000 rows of
+    # 100 000; measured with EXPLAIN ANALYZE). The oldest rows' ids are close together.
+    doomed = rows.filter(pk__range=(min(ids), max(ids))).filter(pk__in=ids)
+    # What this statement deleted: another host's writer may have taken some of these first.
+    deleted, _per_model = doomed.delete()
+    return int(deleted)
+
+
 def prune_step(
     max_age: float | None = None,
     max_rows: int | None = None,
@@ -95,19 +133,13 @@ def prune_step(
     objects = EventLog.objects.using(using)
     deleted = 0
 
-    def delete_oldest(qs: Any) -> int:
-        ids = list(qs.order_by("timestamp", "id").values_list("pk", flat=True)[:batch])
-        if ids:
-            objects.filter(pk__in=ids).delete()
-        return len(ids)
-
     def out_of_time() -> bool:
         return deadline is not None and time.monotonic() >= deadline
 
     if max_age and max_age > 0:
         cutoff = timezone.now() - timedelta(seconds=max_age)
         while True:
-            n = delete_oldest(objects.filter(timestamp__lt=cutoff))
+            n = delete_oldest(objects.filter(timestamp__lt=cutoff), batch)
             deleted += n
             if n < batch:
                 break
@@ -122,7 +154,7 @@ def prune_step(
             ts, pk = first_gone[0]
             older = objects.filter(timestamp__lte=ts).exclude(timestamp=ts, id__gt=pk)
             while True:
-                n = delete_oldest(older)
+                n = delete_oldest(older, batch)
                 deleted += n
                 if n < batch:
                     break
@@ -268,6 +300,55 @@ ROW_ITEMS = 4
 FRAME_ROWS = 4000
 MASK_BITS = 0xFFFFFFFF
 
+#: Bytes a buffered row costs besides its path strings (``sys.getsizeof`` of the path,
+#: and of the source path of a move), measured with tracemalloc on 100 000 rows
+#: (see ``tests/test_eventlog.py::test_the_row_size_estimate_matches_what_rows_cost``):
+#: 89 B in the read loop's flat list (four list slots, a float, an int), 118 B as a
+#: ``Row`` in the writer process's deque (the tuple, a float, an int, a slot). The larger
+#: of the two with some room (tracemalloc varies by a byte or two), so the estimate
+#: holds in whichever process a row waits.
+ROW_OVERHEAD = 128
+#: Path size assumed until rows are seen: ``sys.getsizeof`` of a 60-character ASCII path.
+INITIAL_PATH_BYTES = 109
+#: Newest rows whose path sizes ``poke`` samples at each tick (a few microseconds).
+SIZE_SAMPLE_ROWS = 8
+#: Weight of a tick's sample in the running mean when paths get shorter (longer paths
+#: count at once: the bound errs on the side of memory).
+SIZE_SAMPLE_WEIGHT = 0.1
+#: ``poke`` samples row sizes only while more than 1/SAMPLE_FROM of the bound is pending
+#: (with a nearly empty buffer the estimate does not matter), and once per SAMPLE_EVERY
+#: rows: a sample costs about 5 us, and during a burst the loop may turn every few events.
+SAMPLE_FROM = 8
+SAMPLE_EVERY = 1024
+
+
+def positive_setting(name: str, value: Any) -> int:
+    """Return ``value`` as an int; ImproperlyConfigured naming setting ``name`` unless it is >= 1."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 1
+    ):
+        raise ImproperlyConfigured(f"{name} must be a positive whole number, not {value!r}")
+    return int(value)
+
+
+def buffer_limits(rows: Any = None, max_bytes: Any = None) -> tuple[int | None, int]:
+    """Return the buffer's bounds: (row cap or None, bytes), from the arguments or the settings.
+
+    ``rows`` defaults to INOTIFIER_EVENT_LOG_BUFFER (None or 0: no row cap, the
+    memory bound only), ``max_bytes`` to INOTIFIER_EVENT_LOG_BUFFER_BYTES.
+    Raise ImproperlyConfigured naming the setting when a value is not a
+    positive whole number.
+    """
+    if rows is None:
+        rows = app_settings.INOTIFIER_EVENT_LOG_BUFFER
+    if max_bytes is None:
+        max_bytes = app_settings.INOTIFIER_EVENT_LOG_BUFFER_BYTES
+    row_cap = None if rows is None or rows == 0 else positive_setting("INOTIFIER_EVENT_LOG_BUFFER", rows)
+    return row_cap, positive_setting("INOTIFIER_EVENT_LOG_BUFFER_BYTES", max_bytes)
+
 
 def rows_from_flat(flat: list[Any], tails: list[tuple[int | None, str]]) -> list[Row]:
     """Rows from the read loop's flat list (see ``EventLogWriter.incoming``)."""
@@ -300,8 +381,9 @@ class EventLogStore:
     writer thread of an ``EventLogWriter`` that runs in-process. Rows wait in
     ``rows`` until written. An unreachable database keeps the rows and retries
     with backoff; rows the database rejects are isolated, logged and counted in
-    ``rejected``, so one bad row cannot hold the others back. Retention
-    settings are enforced a little at a time between batches.
+    ``rejected``, so one bad row cannot hold the others back. The row limit
+    is kept by each write (``_trim``); the age limit, and any large excess,
+    a little at a time between batches (``_prune``).
     """
 
     def __init__(
@@ -327,6 +409,12 @@ class EventLogStore:
         self._next_prune = time.monotonic() + FIRST_PRUNE_DELAY
         self._last_db_use = 0.0
         self._prune_running = 0
+        #: INOTIFIER_EVENT_LOG_MAX_ROWS, enforced at each write (0: no row limit).
+        limit = app_settings.INOTIFIER_EVENT_LOG_MAX_ROWS
+        self.max_rows = positive_setting("INOTIFIER_EVENT_LOG_MAX_ROWS", limit) if prune and limit else 0
+        #: Rows in the whole table (all hosts) as far as this writer knows; None: not counted yet.
+        self.table_rows: int | None = None
+        self._next_count = 0.0
 
     def _finish(self, n: int) -> None:
         """``n`` rows taken are done with: written, rejected or lost."""
@@ -415,7 +503,9 @@ class EventLogStore:
         try:
             self._refresh_connection()
             self._last_db_use = now
-            deleted, done = prune_step(deadline=now + PRUNE_BUDGET, using=self.using)
+            deleted, done = prune_step(
+                max_rows=self.max_rows, deadline=now + PRUNE_BUDGET, using=self.using
+            )
         except DatabaseError as exc:
             with contextlib.suppress(Exception):
                 connections[self.using].close()
@@ -423,6 +513,8 @@ class EventLogStore:
             return
         self.pruned += deleted
         self._prune_running += deleted
+        if self.table_rows is not None:
+            self.table_rows = max(0, self.table_rows - deleted)
         if not done:
             self._next_prune = now  # go on at the next cycle, after the new rows
         elif self._prune_running:
@@ -540,6 +632,7 @@ class EventLogStore:
                 self._refresh_connection()
                 with transaction.atomic(using=self.using):
                     _insert(connection, EventLog, values)
+                    table_rows, trimmed = self._trim(EventLog, len(values))
             except OUTAGE_ERRORS as exc:
                 if not connection.in_atomic_block:
                     with contextlib.suppress(Exception):
@@ -559,7 +652,52 @@ class EventLogStore:
             self._outage_since = None
         self.written += len(values)
         self._finish(len(values))
+        if table_rows is not None:
+            self.table_rows = table_rows
+        self.pruned += trimmed
         return None
+
+    def _trim(self, model: Any, inserted: int) -> tuple[int | None, int]:
+        """Keep the table within INOTIFIER_EVENT_LOG_MAX_ROWS, in the transaction of a write.
+
+        Called right after ``inserted`` rows were inserted, before the commit:
+        when the table now holds more than the limit plus TRIM_SLACK, delete the
+        oldest rows beyond the limit (at most TRIM_BACKLOG more than were
+        inserted; the budgeted pruning pass takes the rest), PRUNE_BATCH per
+        DELETE, in a savepoint: a DELETE the database refuses costs the trim,
+        never the rows. Return (rows in the table after the commit as far as
+        known, rows deleted); the caller keeps them once the commit succeeded.
+        """
+        if not self.max_rows:
+            return None, 0
+        objects = model._base_manager.using(self.using)
+        started = time.monotonic()
+        if self.table_rows is None or started >= self._next_count:
+            rows = objects.count()  # the rows just inserted included
+            self._next_count = started + max(RECOUNT_INTERVAL, 100 * (time.monotonic() - started))
+        else:
+            rows = self.table_rows + inserted
+        excess = rows - self.max_rows
+        if excess <= self.max_rows * TRIM_SLACK:
+            return rows, 0
+        todo = min(excess, inserted + TRIM_BACKLOG)
+        if todo < excess:
+            self._next_prune = started
+        deleted = 0
+        try:
+            with transaction.atomic(using=self.using):
+                while deleted < todo:
+                    n = delete_oldest(objects.all(), min(PRUNE_BATCH, todo - deleted))
+                    if not n:
+                        self._next_count = 0.0  # fewer rows than counted: count again next time
+                        break
+                    deleted += n
+        except OUTAGE_ERRORS:
+            raise  # the whole write is retried
+        except DatabaseError as exc:
+            logger.warning("event log: deleting rows beyond INOTIFIER_EVENT_LOG_MAX_ROWS failed: %s", exc)
+            return rows, 0
+        return rows - deleted, deleted
 
     def _outage(self, exc: BaseException, waiting: int) -> BaseException:
         if self._outage_since is None:
@@ -584,6 +722,12 @@ class EventLogWriter(EventLogStore, threading.Thread):
     may still wait are cut from the tail of ``incoming`` once per tick
     (``poke``) and counted in ``dropped``, so the newest rows are the ones
     dropped and the bound holds within a tick's worth of events.
+
+    The bound is memory (INOTIFIER_EVENT_LOG_BUFFER_BYTES), turned into rows
+    once per tick: ``poke`` samples the sizes of the newest rows' paths
+    (``row_bytes`` = ROW_OVERHEAD + their running mean), so the append in the
+    read loop stays free of any counting. INOTIFIER_EVENT_LOG_BUFFER, when set,
+    caps the rows as well.
 
     Once started, this thread sends the rows every ``interval`` seconds
     (sooner when half the buffer waits) to a writer *process*
@@ -611,13 +755,19 @@ class EventLogWriter(EventLogStore, threading.Thread):
         capacity: int | None = None,
         interval: float | None = None,
         *,
+        max_bytes: int | None = None,
         prune: bool = True,
         using: str = DEFAULT_DB_ALIAS,
         process: bool | None = None,
     ) -> None:
         EventLogStore.__init__(self, host, interval, prune=prune, using=using)
         threading.Thread.__init__(self, name="inotifier-eventlog", daemon=True)
-        self.capacity = max(1, int(capacity or app_settings.INOTIFIER_EVENT_LOG_BUFFER))
+        #: The bounds: rows (``capacity`` or INOTIFIER_EVENT_LOG_BUFFER; None: no row cap)
+        #: and bytes (``max_bytes`` or INOTIFIER_EVENT_LOG_BUFFER_BYTES).
+        self.row_cap, self.max_bytes = buffer_limits(capacity, max_bytes)
+        #: Mean ``sys.getsizeof`` of a row's path(s), sampled by ``poke``.
+        self.path_bytes = float(INITIAL_PATH_BYTES)
+        self.capacity = self._rows_allowed()
         if process is None:
             connection = connections[using]
             # No other process can open an in-memory SQLite database.
@@ -636,6 +786,11 @@ class EventLogWriter(EventLogStore, threading.Thread):
         self.worker_pid: int | None = None
         self._lock = threading.Lock()
         self._wake_at = max(1, self.capacity // 2)
+        # Row sizes are sampled only once this many rows are pending: far from the
+        # bound the estimate does not matter, and poke stays as cheap as before.
+        self._sample_at = self.capacity // SAMPLE_FROM
+        self._sampled_at = -SAMPLE_EVERY  # rows appended so far at the last sample
+        self.peak = 0  # most rows pending at a tick (taken and not written, plus waiting)
         self._wake = threading.Event()
         self._stop_event = threading.Event()
         self._flushed = threading.Event()
@@ -656,6 +811,18 @@ class EventLogWriter(EventLogStore, threading.Thread):
     def pending(self) -> int:
         """Rows accepted and not yet written (or given up)."""
         return self.accepted - self.finished
+
+    @property
+    def row_bytes(self) -> int:
+        """Estimated bytes of one buffered row (see ROW_OVERHEAD)."""
+        return ROW_OVERHEAD + int(self.path_bytes)
+
+    def _rows_allowed(self) -> int:
+        """Rows the bounds allow at the current row size."""
+        rows = self.max_bytes // self.row_bytes
+        if self.row_cap is not None:
+            rows = min(rows, self.row_cap)
+        return max(1, rows)
 
     # -- read-loop side -------------------------------------------------------------
 
@@ -688,14 +855,49 @@ class EventLogWriter(EventLogStore, threading.Thread):
         incoming = self.incoming
         if not incoming:
             return
-        with self._lock:
-            may_wait = self.capacity - (self.taken - self.finished)
-            excess = len(incoming) // ROW_ITEMS - max(0, may_wait)
+        with self._lock:  # the writer thread may shorten the list meanwhile
+            in_flight = self.taken - self.finished
+            waiting = len(incoming) // ROW_ITEMS
+            appended = self.taken + waiting + self.dropped  # only ever grows
+            if in_flight + waiting >= self._sample_at and appended - self._sampled_at >= SAMPLE_EVERY:
+                self._sampled_at = appended
+                self._sample_sizes(incoming)
+            may_wait = self.capacity - in_flight
+            excess = waiting - max(0, may_wait)
             if excess > 0:
                 del incoming[-excess * ROW_ITEMS :]  # the newest rows
                 self.dropped += excess
+                waiting -= excess
+            if in_flight + waiting > self.peak:
+                self.peak = in_flight + waiting
         if len(incoming) // ROW_ITEMS >= self._wake_at and not self._wake.is_set():
             self._wake.set()
+
+    def _sample_sizes(self, incoming: list[Any]) -> None:
+        """Update the row size estimate from the newest rows, and the bound in rows with it.
+
+        A handful of ``sys.getsizeof`` calls per tick: the read loop's append
+        itself never counts bytes. Longer paths raise the mean at once, shorter
+        ones lower it gradually.
+        """
+        n = min(len(incoming) // ROW_ITEMS, SIZE_SAMPLE_ROWS)
+        if not n:
+            return
+        getsizeof = sys.getsizeof
+        total = 0
+        for start in range(-n * ROW_ITEMS, 0, ROW_ITEMS):
+            total += getsizeof(incoming[start])
+            src = incoming[start + 3]
+            if src:
+                total += getsizeof(src)
+        mean = total / n
+        if mean >= self.path_bytes:
+            self.path_bytes = mean
+        else:
+            self.path_bytes += (mean - self.path_bytes) * SIZE_SAMPLE_WEIGHT
+        self.capacity = self._rows_allowed()
+        self._wake_at = max(1, self.capacity // 2)
+        self._sample_at = self.capacity // SAMPLE_FROM
 
     # -- writer side ---------------------------------------------------------------------
 
@@ -752,19 +954,42 @@ class EventLogWriter(EventLogStore, threading.Thread):
                 self._run_process()
             else:
                 self._run_thread()
+            self._log_summary()
         except Exception:
             logger.exception("event log: unexpected error in the writer thread")
         finally:
             self._flushed.set()
 
+    def _log_summary(self) -> None:
+        """Say what the log did, and the most it held (for sizing the buffer)."""
+        logger.info(
+            "event log: %d rows written, %d dropped, %d rejected, %d lost, %d pruned; "
+            "at most %d rows waited (about %.1f MiB of %.1f MiB allowed)",
+            self.written,
+            self.dropped,
+            self.rejected,
+            self.lost,
+            self.pruned,
+            self.peak,
+            self.peak * self.row_bytes / 2**20,
+            self.max_bytes / 2**20,
+        )
+
     def _report_drops(self, force: bool = False) -> None:
         dropped = self.dropped
         now = time.monotonic()
         if dropped != self._dropped_reported and (force or now >= self._next_drop_report):
+            if self.row_cap is not None and self.row_cap <= self.max_bytes // self.row_bytes:
+                bound = f"INOTIFIER_EVENT_LOG_BUFFER = {self.row_cap} rows"
+            else:
+                bound = (
+                    f"INOTIFIER_EVENT_LOG_BUFFER_BYTES = {self.max_bytes}:"
+                    f" {self.capacity} rows of about {self.row_bytes} bytes"
+                )
             logger.warning(
-                "event log buffer full (INOTIFIER_EVENT_LOG_BUFFER = %d rows): %d rows dropped"
-                " (%d in total); raise the setting or check the database",
-                self.capacity,
+                "event log buffer full (%s): %d rows dropped (%d in total);"
+                " raise the setting or check the database",
+                bound,
                 dropped - self._dropped_reported,
                 dropped,
             )
@@ -887,3 +1112,4 @@ class EventLogWriter(EventLogStore, threading.Thread):
             # Never started (or already gone): write from this thread.
             self._final_flush()  # its flush() takes what waits in ``incoming`` too
             self._report_drops(force=True)
+            self._log_summary()
