@@ -30,9 +30,10 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -q -m "not daemon and not browser"
 
-## ruff, mypy and the architecture contracts (import-linter, see pyproject.toml).
+## ruff (lint and format), mypy and the architecture contracts (import-linter, see pyproject.toml).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy inotifier
 	$(VENV)/bin/lint-imports
 

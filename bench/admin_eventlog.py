@@ -144,7 +144,11 @@ def fill_watches(count: int) -> float:
         WatchState.objects.bulk_create(
             (
                 WatchState(
-                    host=HOSTS[0], key=f"row:{row.pk}", watch=row, path=row.path, state="active",
+                    host=HOSTS[0],
+                    key=f"row:{row.pk}",
+                    watch=row,
+                    path=row.path,
+                    state="active",
                     last_event=now - timedelta(seconds=i),
                 )
                 for i, row in enumerate(rows)

@@ -88,31 +88,29 @@ def burst(db: str, files: int, pg_url: str) -> dict[str, float]:
         )
         from inotifier.daemon.runner import Daemon
 
-        daemon = Daemon(install_signal_handlers=False, use_database=False)
-        daemon.setup()
-        assert daemon.reader is not None and daemon.event_log is not None
-        daemon.reader.start()
+        daemon = Daemon(install_signal_handlers=False, use_database=False).start()
+        assert daemon.event_log is not None
         log = daemon.event_log
-        log.start()
-        daemon.reconcile()
+        buffer, tally = log.buffer, log.buffer.tally
 
         def run(prefix: str, n: int, expected_rows: int) -> float:
             """Create ``n`` files, run the loop until ``expected_rows`` are in; return the burst's end."""
             proc = subprocess.Popen([sys.executable, "-c", WRITER, watch, prefix, str(n)])
             ended = 0.0
             deadline = time.monotonic() + 300
-            while log.written + log.dropped < expected_rows:
+            while tally.written + buffer.dropped < expected_rows:
                 daemon.tick(timeout=0.01)
                 if not ended and proc.poll() is not None:
                     ended = time.monotonic()
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{expected_rows - log.written - log.dropped} rows missing")
+                    raise RuntimeError(f"{expected_rows - tally.written - buffer.dropped} rows missing")
             proc.wait()
             return ended or time.monotonic()
 
         run("warm", 2000, 4000)  # imports, connections, the writer process's first writes
-        log.peak = 0
-        pids = {"daemon": os.getpid(), "writer": log.worker_pid or os.getpid()}
+        buffer.peak = 0
+        worker = log.feeder.worker
+        pids = {"daemon": os.getpid(), "writer": worker.pid if worker is not None else os.getpid()}
         base = {name: rss_kib(pid) for name, pid in pids.items()}
         growth = dict.fromkeys(pids, 0)
         done = threading.Event()
@@ -124,7 +122,7 @@ def burst(db: str, files: int, pg_url: str) -> dict[str, float]:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        written, dropped = log.written, log.dropped
+        written, dropped = tally.written, buffer.dropped
         started = time.monotonic()
         ended = run("burst", files, 4000 + 2 * files)
         last_row = time.monotonic()
@@ -133,22 +131,22 @@ def burst(db: str, files: int, pg_url: str) -> dict[str, float]:
         time.sleep(2.0)  # what is still held once every row is written
         kept = {name: rss_kib(pid) - base[name] for name, pid in pids.items()}
         delivered = sum(w.events for w in daemon.watches.values()) - 4000
-        log.stop()
+        daemon.close()
         return {
             "files": files,
             "rows_delivered": delivered,
-            "rows_written": log.written - written,
-            "rows_dropped": log.dropped - dropped,
-            "peak_rows": log.peak,
-            "peak_estimate_mib": round(log.peak * log.row_bytes / 2**20, 1),
-            "row_bytes_estimate": log.row_bytes,
+            "rows_written": tally.written - written,
+            "rows_dropped": buffer.dropped - dropped,
+            "peak_rows": buffer.peak,
+            "peak_estimate_mib": round(buffer.peak * buffer.row_bytes / 2**20, 1),
+            "row_bytes_estimate": buffer.row_bytes,
             "rss_growth_daemon_mib": round(growth["daemon"] / 1024, 1),
             "rss_growth_writer_mib": round(growth["writer"] / 1024, 1),
             "rss_kept_daemon_mib": round(kept["daemon"] / 1024, 1),
             "rss_kept_writer_mib": round(kept["writer"] / 1024, 1),
             "burst_s": round(ended - started, 2),
             "last_row_after_burst_s": round(last_row - ended, 2),
-            "rows_per_s": round((log.written - written) / (last_row - started)),
+            "rows_per_s": round((tally.written - written) / (last_row - started)),
         }
     finally:
         shutil.rmtree(watch, ignore_errors=True)
@@ -164,7 +162,7 @@ def retention(db: str, rows: int, rate: float, max_rows: int, pg_url: str) -> di
         project._configure([], _database(db, work, pg_url), INOTIFIER_EVENT_LOG_MAX_ROWS=max_rows)
         from django.db import connections
 
-        from inotifier.daemon.eventlog import EventLogWriter
+        from inotifier.daemon.eventlog import EventLog as EventLogWriter
         from inotifier.models import EventLog
 
         log = EventLogWriter("bench", capacity=rows)  # nothing dropped: every row is written
@@ -189,14 +187,15 @@ def retention(db: str, rows: int, rate: float, max_rows: int, pg_url: str) -> di
                     time.sleep(wait)
             now = time.time()
             for i in range(sent, min(rows, sent + chunk)):
-                log.incoming += (f"/srv/spool/incoming/file-{i:09}.dat", now, key | 0x100, "")
+                log.buffer.incoming += (f"/srv/spool/incoming/file-{i:09}.dat", now, key | 0x100, "")
             log.poke()
         fed = time.monotonic()
-        while log.written < rows and time.monotonic() < fed + 300:
+        while log.buffer.tally.written < rows and time.monotonic() < fed + 300:
             log.poke()
             time.sleep(0.005)
         finished = time.monotonic()
-        writer_cpu = cpu_seconds(log.worker_pid) if log.worker_pid else float("nan")
+        worker = log.feeder.worker
+        writer_cpu = cpu_seconds(worker.pid) if worker is not None else float("nan")
         done.set()
         counter.join()
         final = EventLog.objects.count()
@@ -206,7 +205,7 @@ def retention(db: str, rows: int, rate: float, max_rows: int, pg_url: str) -> di
             "rows": rows,
             "max_rows": limit,
             "feed_rows_per_s": round(rows / (fed - started)),
-            "written_rows_per_s": round(log.written / (finished - started)),
+            "written_rows_per_s": round(log.buffer.tally.written / (finished - started)),
             # The writer process's CPU per 100 000 rows: steadier than a rate on a busy machine
             # (on PostgreSQL the server's share is not in it).
             "writer_cpu_s_per_100k_rows": round(writer_cpu / rows * 100_000, 2),
@@ -215,7 +214,7 @@ def retention(db: str, rows: int, rate: float, max_rows: int, pg_url: str) -> di
             "largest_vs_limit": round(max(counts, default=0) / limit, 3),
             "counts_above_limit_plus_10pct": sum(1 for n in counts if n > limit * 1.1),
             "final_count": final,
-            "pruned": log.pruned,
+            "pruned": log.buffer.tally.pruned,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -89,22 +89,18 @@ def _measure(watch: str, files: int, cycles: int) -> dict[str, float]:
 
     for sig in signals.SIGNALS.values():
         sig.connect(receiver, weak=False)
-    daemon = Daemon(install_signal_handlers=False, use_database=False)
-    daemon.setup()
+    daemon = Daemon(install_signal_handlers=False, use_database=False).start()
     assert daemon.reader is not None and daemon.event_log is not None
-    daemon.reader.start()
     writer = daemon.event_log
-    writer.start()
-    daemon.reconcile()
     [watch_state] = list(daemon.watches.values())
     rates: dict[bool, list[float]] = {True: [], False: []}
     events = 4 * files
     try:
         for cycle in range(cycles):
             log_on = cycle % 2 == 0
-            watch_state.log_rows = writer.incoming if log_on else None  # what deliver() appends to
+            watch_state.cfg.log_rows = writer.incoming if log_on else None  # what deliver() appends to
             deadline = time.monotonic() + 120
-            while writer.pending and time.monotonic() < deadline:  # the log catches up first
+            while writer.buffer.pending and time.monotonic() < deadline:  # the log catches up first
                 daemon.tick(timeout=0.01)
             target = handled[0] + events
             subprocess.run([sys.executable, "-c", WRITER, watch, f"c{cycle}", str(files)], check=True)
@@ -114,23 +110,23 @@ def _measure(watch: str, files: int, cycles: int) -> dict[str, float]:
             started = time.perf_counter()
             deadline = time.monotonic() + 120
             while handled[0] < target:
-                daemon.process_events(deadline=time.monotonic() + 0.05)
+                daemon.dispatcher.process(deadline=time.monotonic() + 0.05)
                 writer.poke()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"cycle {cycle}: {target - handled[0]} events missing")
             elapsed = time.perf_counter() - started
             if cycle >= 2:
                 rates[log_on].append(events / elapsed)
-            watch_state.log_rows = None
+            watch_state.cfg.log_rows = None
             for name in os.listdir(watch):
                 os.unlink(os.path.join(watch, name))
             daemon.tick(timeout=0.05)
-            while daemon.process_events(deadline=time.monotonic() + 0.05):
+            while daemon.dispatcher.process(deadline=time.monotonic() + 0.05):
                 pass
-        if daemon.overflows:
+        if daemon.status.overflows:
             raise RuntimeError("IN_Q_OVERFLOW during the measurement")
     finally:
-        writer.stop()
+        daemon.close()
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
     # Each log-on cycle against the log-off cycle right after it: a drift of the
     # machine's speed (other tenants, frequency) between cycles cancels out.
@@ -139,8 +135,8 @@ def _measure(watch: str, files: int, cycles: int) -> dict[str, float]:
         "on_rate": on,
         "off_rate": off,
         "ratio": statistics.median(pairs),
-        "rows_written": float(writer.written),
-        "rows_dropped": float(writer.dropped),
+        "rows_written": float(writer.buffer.tally.written),
+        "rows_dropped": float(writer.buffer.dropped),
     }
 
 

@@ -29,15 +29,23 @@ def generate_watch_paths() -> tuple[tuple[str, int, str], ...]:
 
     return (
         # in_create for every file or directory created in incoming/.
-        (os.path.join(PROJECT_PATH, "incoming"), pyinotify.IN_CREATE,
-         "inotifier.event_processors.CreateSignaler"),
+        (
+            os.path.join(PROJECT_PATH, "incoming"),
+            pyinotify.IN_CREATE,
+            "inotifier.event_processors.CreateSignaler",
+        ),
         # The matching signal (in_modify, in_close_write, in_delete, ...) for every event in busy_dir/.
-        (os.path.join(PROJECT_PATH, "busy_dir"), pyinotify.ALL_EVENTS,
-         "inotifier.event_processors.AllEventsSignaler"),
+        (
+            os.path.join(PROJECT_PATH, "busy_dir"),
+            pyinotify.ALL_EVENTS,
+            "inotifier.event_processors.AllEventsSignaler",
+        ),
         # in_create once x.part was written and renamed to x: never an empty or half-written file.
-        (os.path.join(PROJECT_PATH, "uploads"),
-         pyinotify.IN_CREATE | pyinotify.IN_MOVED_FROM | pyinotify.IN_MOVED_TO,
-         "inotifier.event_processors.CreateViaChunksSignaler"),
+        (
+            os.path.join(PROJECT_PATH, "uploads"),
+            pyinotify.IN_CREATE | pyinotify.IN_MOVED_FROM | pyinotify.IN_MOVED_TO,
+            "inotifier.event_processors.CreateViaChunksSignaler",
+        ),
     )
 
 

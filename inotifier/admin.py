@@ -58,7 +58,10 @@ def state_badge(state: str, message: str = "", host: str = "") -> str:
     return format_html(
         '<span class="inotifier-state inotifier-state-{}" style="color:{};font-weight:bold" '
         'title="{}">{}</span>',
-        state, STATE_COLORS.get(state, "inherit"), shown(message), label,
+        state,
+        STATE_COLORS.get(state, "inherit"),
+        shown(message),
+        label,
     )
 
 
@@ -86,8 +89,11 @@ def state_html(s: WatchState, show_host: bool) -> str:
 
 def states_html(states: list[WatchState], show_host: bool) -> str:
     if not states:
-        return format_html('<span class="inotifier-state-pending" title="{}">{}</span>',
-                           _("No daemon has reported this watch yet."), _("pending"))
+        return format_html(
+            '<span class="inotifier-state-pending" title="{}">{}</span>',
+            _("No daemon has reported this watch yet."),
+            _("pending"),
+        )
     return format_html_join(mark_safe("<br>"), "{}", ((state_html(s, show_host),) for s in states))
 
 
@@ -121,8 +127,15 @@ class WatchPathAdmin(OwnFiltersOnly):
 
     form = WatchPathForm
     list_display = (
-        "path_display", "state", "events", "processor_display", "enabled", "recursive", "host_display",
-        "kernel_watches", "last_event",
+        "path_display",
+        "state",
+        "events",
+        "processor_display",
+        "enabled",
+        "recursive",
+        "host_display",
+        "kernel_watches",
+        "last_event",
     )
     list_display_links = ("path_display",)
     list_filter = ("enabled", "recursive", "auto_add", StateFilter, "host", "processor")
@@ -138,8 +151,10 @@ class WatchPathAdmin(OwnFiltersOnly):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WatchPath]:
-        return super().get_queryset(request).prefetch_related(
-            Prefetch("states", queryset=states_with_liveness())
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(Prefetch("states", queryset=states_with_liveness()))
         )
 
     def get_list_display(self, request: HttpRequest) -> Any:
@@ -202,7 +217,10 @@ class WatchPathAdmin(OwnFiltersOnly):
         url = reverse(f"{self.admin_site.name}:inotifier_eventlog_changelist")
         return format_html(
             '<a href="{}?watch=r{}" title="{}">{}</a>',
-            url, obj.pk, _("The events of this watch in the event log"), self.last_event(obj),
+            url,
+            obj.pk,
+            _("The events of this watch in the event log"),
+            self.last_event(obj),
         )
 
     @admin.display(description=_("state"))
@@ -213,7 +231,8 @@ class WatchPathAdmin(OwnFiltersOnly):
         if not states:
             return str(_("No daemon has reported this watch yet."))
         return format_html_join(
-            mark_safe("<br>"), "{} {} {}",
+            mark_safe("<br>"),
+            "{} {} {}",
             (
                 (
                     state_badge(shown_state(s), "", s.host),
@@ -221,8 +240,7 @@ class WatchPathAdmin(OwnFiltersOnly):
                     if shown_state(s) != UNKNOWN
                     else _("(last reported: %(state)s %(message)s)")
                     % {"state": STATE_LABELS.get(s.state, s.state), "message": shown(s.message)},
-                    ngettext("(%d kernel watch)", "(%d kernel watches)", s.kernel_watches)
-                    % s.kernel_watches,
+                    ngettext("(%d kernel watch)", "(%d kernel watches)", s.kernel_watches) % s.kernel_watches,
                 )
                 for s in states
             ),
@@ -240,7 +258,8 @@ class WatchPathAdmin(OwnFiltersOnly):
         if not found:
             return
         names = format_html_join(
-            ", ", '<a href="{}">#{}</a> ({}, {})',
+            ", ",
+            '<a href="{}">#{}</a> ({}, {})',
             (
                 (
                     reverse(f"{self.admin_site.name}:inotifier_watchpath_change", args=[other.pk]),
@@ -332,8 +351,17 @@ class DaemonStatusAdmin(OwnFiltersOnly):
     """
 
     list_display = (
-        "host_display", "running_display", "pid", "started_display", "heartbeat_display",
-        "version_display", "kernel_watches", "events", "errors", "overflows", "log_dropped",
+        "host_display",
+        "running_display",
+        "pid",
+        "started_display",
+        "heartbeat_display",
+        "version_display",
+        "kernel_watches",
+        "events",
+        "errors",
+        "overflows",
+        "log_dropped",
         "progress_display",
     )
     list_display_links = ("host_display",)
@@ -341,9 +369,20 @@ class DaemonStatusAdmin(OwnFiltersOnly):
     search_fields = ("host",)
     actions = None  # no bulk delete: rows are deleted one by one, from a stopped daemon's page
     fields = (
-        "host_display", "pid", "running", "started_display", "heartbeat_display", "version_applied",
-        "kernel_watches", "events", "errors", "overflows", "queue_peak", "log_dropped",
-        "progress_display", "message_display",
+        "host_display",
+        "pid",
+        "running",
+        "started_display",
+        "heartbeat_display",
+        "version_applied",
+        "kernel_watches",
+        "events",
+        "errors",
+        "overflows",
+        "queue_peak",
+        "log_dropped",
+        "progress_display",
+        "message_display",
     )
     readonly_fields = fields
 

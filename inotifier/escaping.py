@@ -96,9 +96,7 @@ def safe_traceback(
     structure (stack frames, "During handling ..." lines) keeps its breaks.
     """
     seen: set[int] = set()
-    te: traceback.TracebackException | None = traceback.TracebackException(
-        *exc_info, compact=True
-    )
+    te: traceback.TracebackException | None = traceback.TracebackException(*exc_info, compact=True)
     pending = [te]
     while pending:
         current = pending.pop()

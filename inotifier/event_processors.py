@@ -315,9 +315,7 @@ def _seconds(value: object, owner: str, attribute: str) -> float:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        raise TypeError(
-            f"{owner}.{attribute} must be a timedelta or a number of seconds, not {value!r}"
-        )
+        raise TypeError(f"{owner}.{attribute} must be a timedelta or a number of seconds, not {value!r}")
     if not seconds > 0:
         raise ValueError(f"{owner}.{attribute} must be positive, not {value!r}")
     return seconds

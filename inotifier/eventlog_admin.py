@@ -33,14 +33,14 @@ from .admin_tools import (
     show_time,
     shown,
 )
-from .models import EventLog, WatchPath, WatchState
+from .models import EventLog, EventLogQuerySet, WatchPath, WatchState
 from .specs import settings_specs
 
 #: Up to this many rows are counted exactly; beyond it the count is estimated.
 EXACT_COUNT_LIMIT = 10_000
 #: Most distinct values a filter lists (each found by one index probe).
 MAX_FILTER_CHOICES = 100
-#: Most buckets ``EventLogQuerySet.datetimes`` probes before falling back to Django's query.
+#: Most buckets ``IndexProbingQuerySet.datetimes`` probes before falling back to Django's query.
 MAX_DATE_PROBES = 400
 #: The "By watch" filter lists every admin watch up to this many, else the most recently active.
 MAX_WATCH_CHOICES = 20
@@ -141,7 +141,7 @@ def _next(start: datetime, kind: str) -> datetime:
 # sorts every match for LIMIT 1.
 
 
-class EventLogQuerySet(QuerySet[EventLog]):
+class IndexProbingQuerySet(EventLogQuerySet):
     """EventLog queryset for the admin: Min/Max and ``datetimes()`` without full scans.
 
     Django's ``date_hierarchy`` asks for ``Min``/``Max`` of the date field
@@ -602,7 +602,7 @@ class EventLogAdmin(OwnFiltersOnly):
         show_facets = admin.ShowFacets.NEVER
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[EventLog]:
-        qs = EventLogQuerySet(self.model, using=EventLog.objects.db)
+        qs = IndexProbingQuerySet(self.model, using=EventLog.objects.db)
         ordering = self.get_ordering(request)
         if ordering:
             qs = qs.order_by(*ordering)
@@ -614,7 +614,7 @@ class EventLogAdmin(OwnFiltersOnly):
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
         searched, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        if search_term and isinstance(searched, EventLogQuerySet) and searched is not queryset:
+        if search_term and isinstance(searched, IndexProbingQuerySet) and searched is not queryset:
             searched.probe_base = queryset  # the date hierarchy probes without the search
         return searched, may_have_duplicates
 
@@ -689,14 +689,7 @@ class EventLogAdmin(OwnFiltersOnly):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         """Delete in batches of 1000 rows so a big selection holds no long lock."""
-        ids = queryset.order_by().values_list("pk", flat=True)
-        while True:
-            batch = list(ids[:1000])
-            if not batch:
-                break
-            EventLog.objects.filter(pk__in=batch).delete()
-            if len(batch) < 1000:
-                break
+        EventLog.objects.filter(pk__in=queryset.order_by().values("pk")).delete_in_batches()
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         """Show the list, each of its queries within the time budget; an empty list past it.

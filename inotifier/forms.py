@@ -81,15 +81,24 @@ class WatchPathForm(forms.ModelForm):
 
     mask = EventMaskField(label=_("Events"), help_text=_("The events to report."))
     processor = forms.ChoiceField(
-        label=_("Processor"), choices=(),
+        label=_("Processor"),
+        choices=(),
         help_text=_("The event processor (INOTIFIER_PROCESSORS lists the ones this site allows)."),
     )
 
     class Meta:
         model = WatchPath
         fields = (
-            "path", "mask", "processor", "enabled", "recursive", "auto_add", "exclude",
-            "host", "event_log", "description",
+            "path",
+            "mask",
+            "processor",
+            "enabled",
+            "recursive",
+            "auto_add",
+            "exclude",
+            "host",
+            "event_log",
+            "description",
         )
         widgets = {
             "path": forms.TextInput(attrs={"size": 80}),

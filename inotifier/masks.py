@@ -71,9 +71,7 @@ def parse_mask(value: object) -> int:
     event or holds bits outside the inotify range.
     """
     if isinstance(value, bool):
-        raise MaskError(
-            _("mask must be an int or a string of event names, not %(value)r") % {"value": value}
-        )
+        raise MaskError(_("mask must be an int or a string of event names, not %(value)r") % {"value": value})
     if isinstance(value, int):
         mask = value
     elif isinstance(value, str):
@@ -92,8 +90,7 @@ def parse_mask(value: object) -> int:
                 raise MaskError(_("unknown event name %(name)r") % {"name": part.strip()})
     else:
         raise MaskError(
-            _("mask must be an int or a string of event names, not %(type)s")
-            % {"type": type(value).__name__}
+            _("mask must be an int or a string of event names, not %(type)s") % {"type": type(value).__name__}
         )
     if mask < 0:
         raise MaskError(_("mask %(mask)d is negative") % {"mask": mask})

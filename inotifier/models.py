@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -98,15 +99,18 @@ class WatchPath(models.Model):
     """A directory watched by the daemon, edited in the admin."""
 
     path = models.CharField(
-        _("path"), max_length=4096,
+        _("path"),
+        max_length=4096,
         help_text=_("Absolute path of the directory (or file) to watch."),
     )
     mask = models.PositiveIntegerField(
-        _("events"), default=ALL_EVENTS,
+        _("events"),
+        default=ALL_EVENTS,
         help_text=_("The inotify events to report, as an integer of pyinotify bits."),
     )
     processor = models.CharField(
-        _("processor"), max_length=255,
+        _("processor"),
+        max_length=255,
         default="inotifier.event_processors.AllEventsSignaler",
         help_text=_("Dotted path of the pyinotify ProcessEvent class that handles the events."),
     )
@@ -117,11 +121,13 @@ class WatchPath(models.Model):
         _("recursive"), default=False, help_text=_("Also watch every subdirectory.")
     )
     auto_add = models.BooleanField(
-        _("auto add"), default=False,
+        _("auto add"),
+        default=False,
         help_text=_("Watch subdirectories created after the watch was set up."),
     )
     exclude = models.TextField(
-        _("exclude"), blank=True,
+        _("exclude"),
+        blank=True,
         help_text=_(
             "Glob patterns, one per line, of paths not to watch or report "
             "(a pattern without '/' matches the last part of the path). "
@@ -129,11 +135,15 @@ class WatchPath(models.Model):
         ),
     )
     host = models.CharField(
-        _("host"), max_length=255, blank=True, db_index=True,
+        _("host"),
+        max_length=255,
+        blank=True,
+        db_index=True,
         help_text=_("Only the daemon on this host watches it; blank means every daemon."),
     )
     event_log = models.BooleanField(
-        _("log events"), default=True,
+        _("log events"),
+        default=True,
         help_text=_("Record this watch's events in the event log (when INOTIFIER_EVENT_LOG is on)."),
     )
     description = models.TextField(_("description"), blank=True)
@@ -188,12 +198,7 @@ class WatchPath(models.Model):
         if path is not None:
             self.path = path
             check("path", validate_allowed_root, path)
-            if (
-                "path" not in errors
-                and self.enabled
-                and self.is_for_this_host()
-                and not os.path.exists(path)
-            ):
+            if "path" not in errors and self.enabled and self.is_for_this_host() and not os.path.exists(path):
                 errors["path"] = [str(_("This path does not exist on this host."))]
         if self.mask is not None:
             check("mask", validate_mask, int(self.mask))
@@ -278,8 +283,13 @@ class WatchState(models.Model):
     # No database constraint: the daemon may write the state of a row deleted a
     # moment ago; the ORM still cascades when a WatchPath is deleted.
     watch = models.ForeignKey(
-        WatchPath, verbose_name=_("watch"), null=True, blank=True,
-        on_delete=models.CASCADE, related_name="states", db_constraint=False,
+        WatchPath,
+        verbose_name=_("watch"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="states",
+        db_constraint=False,
     )
     source = models.CharField(_("source"), max_length=16, default="admin")
     path = models.CharField(_("path"), max_length=4096)
@@ -297,12 +307,90 @@ class WatchState(models.Model):
         verbose_name = _("watch state")
         verbose_name_plural = _("watch states")
         ordering = ("host", "path")
-        constraints = [
-            models.UniqueConstraint(fields=["host", "key"], name="inotifier_watchstate_host_key")
-        ]
+        constraints = [models.UniqueConstraint(fields=["host", "key"], name="inotifier_watchstate_host_key")]
 
     def __str__(self) -> str:
         return f"{printable(self.path)} on {printable(self.host, backslash=False)}: {self.state}"
+
+
+#: Rows deleted per DELETE: no statement holds its locks for long.
+DELETE_BATCH = 1000
+
+
+class EventLogQuerySet(models.QuerySet["EventLog"]):
+    """Event log rows: deleted in short statements, pruned to the retention settings."""
+
+    def delete_oldest(self, batch: int = DELETE_BATCH) -> int:
+        """Delete the ``batch`` oldest rows (by time, then id) in one short DELETE; return the count."""
+        ids = list(self.order_by("timestamp", "id").values_list("pk", flat=True)[:batch])
+        if not ids:
+            return 0
+        rows = self.model._base_manager.using(self.db)
+        # The id range lets PostgreSQL take the primary key's index: for the id list alone
+        # its planner chose a scan of the whole table, 9x slower (10 ms per 1 000 rows of
+        # 100 000; measured with EXPLAIN ANALYZE). The oldest rows' ids are close together.
+        doomed = rows.filter(pk__range=(min(ids), max(ids))).filter(pk__in=ids)
+        # What this statement deleted: another host's writer may have taken some of these first.
+        deleted, _per_model = doomed.delete()
+        return int(deleted)
+
+    def delete_in_batches(self, batch: int = DELETE_BATCH, deadline: float | None = None) -> tuple[int, bool]:
+        """Delete every row, oldest first, ``batch`` per DELETE; return (deleted, all gone).
+
+        A selection of a million rows holds no long lock: each DELETE is its own
+        short statement. When ``deadline`` (``time.monotonic()``) passes, stop
+        after the current batch.
+        """
+        batch = max(1, int(batch))
+        deleted = 0
+        while True:
+            n = self.delete_oldest(batch)
+            deleted += n
+            if n < batch:
+                return deleted, True
+            if deadline is not None and time.monotonic() >= deadline:
+                return deleted, False
+
+    def prune(
+        self,
+        max_age: float | None = None,
+        max_rows: int | None = None,
+        batch: int = DELETE_BATCH,
+        deadline: float | None = None,
+    ) -> tuple[int, bool]:
+        """Delete rows older than ``max_age`` seconds, then beyond the newest ``max_rows``.
+
+        None means the setting (INOTIFIER_EVENT_LOG_MAX_AGE / _MAX_ROWS), 0 no
+        limit. Return (deleted, done): ``done`` is False when ``deadline``
+        (``time.monotonic()``) passed first (call again to go on). What
+        ``inotifier_prune_events`` runs, and the daemon a little at a time.
+        """
+        from django.utils import timezone
+
+        if max_age is None:
+            max_age = float(app_settings.INOTIFIER_EVENT_LOG_MAX_AGE or 0)
+        if max_rows is None:
+            max_rows = int(app_settings.INOTIFIER_EVENT_LOG_MAX_ROWS or 0)
+        deleted = 0
+        if max_age and max_age > 0:
+            cutoff = timezone.now() - timedelta(seconds=max_age)
+            n, done = self.filter(timestamp__lt=cutoff).delete_in_batches(batch, deadline)
+            deleted += n
+            if not done:
+                return deleted, False
+        if max_rows and max_rows > 0:
+            # The newest row beyond the first max_rows: it and everything older goes.
+            first_gone = list(
+                self.order_by("-timestamp", "-id").values_list("timestamp", "id")[max_rows : max_rows + 1]
+            )
+            if first_gone:
+                ts, pk = first_gone[0]
+                older = self.filter(timestamp__lte=ts).exclude(timestamp=ts, id__gt=pk)
+                n, done = older.delete_in_batches(batch, deadline)
+                deleted += n
+                if not done:
+                    return deleted, False
+        return deleted, True
 
 
 class EventLog(models.Model):
@@ -313,7 +401,8 @@ class EventLog(models.Model):
     pathname = models.TextField(_("path"))
     src_pathname = models.TextField(_("moved from"), blank=True)
     escaped = models.BooleanField(
-        _("escaped"), default=False,
+        _("escaped"),
+        default=False,
         help_text=_(
             "The file name was not valid UTF-8: backslashes are doubled and each "
             "undecodable byte is written as \\xNN (see EventLog.raw_pathname)."
@@ -323,11 +412,18 @@ class EventLog(models.Model):
     maskname = models.CharField(_("event"), max_length=64)
     is_dir = models.BooleanField(_("directory"), default=False)
     watch = models.ForeignKey(
-        WatchPath, verbose_name=_("watch"), null=True, blank=True,
-        on_delete=models.SET_NULL, related_name="events", db_constraint=False,
+        WatchPath,
+        verbose_name=_("watch"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        db_constraint=False,
     )
     watch_label = models.CharField(_("watch label"), max_length=4096, blank=True)
     host = models.CharField(_("host"), max_length=255)
+
+    objects = EventLogQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("event")

@@ -242,8 +242,7 @@ def validate_settings_entry(index: int, entry: object, *, import_processor: bool
     try:
         if not isinstance(options, dict):
             raise SpecError(
-                _("the 4th item must be a dict of options, not %(type)s")
-                % {"type": type(options).__name__}
+                _("the 4th item must be a dict of options, not %(type)s") % {"type": type(options).__name__}
             )
         unknown = sorted(set(options) - set(SETTINGS_OPTIONS))
         if unknown:
@@ -256,9 +255,7 @@ def validate_settings_entry(index: int, entry: object, *, import_processor: bool
         if import_processor:
             load_processor(processor)
         elif not isinstance(processor, str):
-            raise SpecError(
-                _("processor must be a dotted path string, not %(value)r") % {"value": processor}
-            )
+            raise SpecError(_("processor must be a dotted path string, not %(value)r") % {"value": processor})
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
     return WatchSpec(
@@ -298,8 +295,12 @@ def settings_specs() -> Iterator[WatchSpec]:
         except SpecError as exc:
             label = entry[0] if isinstance(entry, (tuple, list)) and entry else repr(entry)
             yield WatchSpec(
-                key=f"settings:{index}", path=str(label), mask=0, processor="",
-                label=str(label), error=str(exc),
+                key=f"settings:{index}",
+                path=str(label),
+                mask=0,
+                processor="",
+                label=str(label),
+                error=str(exc),
             )
 
 

@@ -106,7 +106,8 @@ class Daemon:
 
     def env(self) -> dict[str, str]:
         env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("INOTIFIER_", "PYTEST_", "NOTIFY_SOCKET"))
         }
         env.update(
@@ -129,7 +130,11 @@ class Daemon:
     def manage(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "django", *args],
-            env=self.env(), cwd=self.tmp, capture_output=True, text=True, timeout=timeout,
+            env=self.env(),
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def start(self) -> int:
@@ -141,7 +146,10 @@ class Daemon:
     def start_foreground(self) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "django", "inotifier_start", "--foreground"],
-            env=self.env(), cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self.env(),
+            cwd=self.tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         self.foreground = proc
@@ -150,8 +158,9 @@ class Daemon:
         from inotifier.models import DaemonStatus
 
         wait_for(
-            lambda: proc.poll() is not None
-            or DaemonStatus.objects.filter(pid=proc.pid, running=True).exists(),
+            lambda: (
+                proc.poll() is not None or DaemonStatus.objects.filter(pid=proc.pid, running=True).exists()
+            ),
             30,
         )
         assert proc.poll() is None, proc.communicate()

@@ -89,9 +89,17 @@ def test_add_form_shows_checkboxes_and_stores_the_int(admin_client: Client, root
     ("overrides", "field", "message"),
     [
         ({"mask": []}, "mask", "This field is required."),
-        ({"mask": ["IN_BOGUS"]}, "mask", "Select a valid choice. IN_BOGUS is not one of the available choices."),
+        (
+            {"mask": ["IN_BOGUS"]},
+            "mask",
+            "Select a valid choice. IN_BOGUS is not one of the available choices.",
+        ),
         ({"mask": ["IN_ONLYDIR"]}, "mask", "Tick at least one event."),
-        ({"processor": "os.system"}, "processor", "Select a valid choice. os.system is not one of the available choices."),
+        (
+            {"processor": "os.system"},
+            "processor",
+            "Select a valid choice. os.system is not one of the available choices.",
+        ),
         ({"path": "relative/dir"}, "path", "path 'relative/dir' is not absolute"),
         ({"path": ""}, "path", "This field is required."),
     ],
@@ -136,7 +144,9 @@ def test_full_clean_runs_the_same_validation(db: Any, roots: Path) -> None:
     errors = info.value.message_dict
     assert errors["path"] == ["path 'rel' is not absolute"]
     assert errors["mask"] == ["mask 0x20000100 has bits outside the inotify events (0x20000000)"]
-    assert errors["processor"] == ["processor 'os.system' is not in INOTIFIER_PROCESSORS (the processors this site allows)"]
+    assert errors["processor"] == [
+        "processor 'os.system' is not in INOTIFIER_PROCESSORS (the processors this site allows)"
+    ]
     ok = WatchPath(path=f"{roots}/./", mask=256, processor=SIGNALER)
     ok.full_clean()
     assert ok.path == str(roots)  # normalised
@@ -199,10 +209,17 @@ def test_changelist_shows_states_settings_watches_and_daemons(
 ) -> None:
     settings.INOTIFIER_WATCH_PATHS = [("/srv/<b>drop</b>", "IN_CREATE", SIGNALER)]
     row = WatchPath.objects.create(path=str(roots), mask=256, processor=SIGNALER)
-    WatchState.objects.create(host="h1", key=f"row:{row.pk}", watch=row, path=row.path, state="error",
-                              message="out of inotify watches <script>x</script>")
-    WatchState.objects.create(host="h1", key="settings:0", source="settings", path="/srv/<b>drop</b>",
-                              state="missing")
+    WatchState.objects.create(
+        host="h1",
+        key=f"row:{row.pk}",
+        watch=row,
+        path=row.path,
+        state="error",
+        message="out of inotify watches <script>x</script>",
+    )
+    WatchState.objects.create(
+        host="h1", key="settings:0", source="settings", path="/srv/<b>drop</b>", state="missing"
+    )
     # Alive: a state is shown only while the daemon that wrote it sends heartbeats.
     DaemonStatus.objects.create(host="h1", pid=123, running=True, heartbeat=timezone.now())
     page = admin_client.get(LIST_URL).content.decode()
@@ -389,10 +406,13 @@ def test_a_state_whose_daemon_is_alive_is_shown_as_reported(admin_client: Client
     state(other, "h2", "active")
     html = admin_client.get(LIST_URL).content.decode()
     assert "h1: active" in html and "h2: unknown (daemon not running)" in html
-    assert [w.pk for w in admin_client.get(LIST_URL, {"state": "active"}).context["cl"].result_list] == [row.pk]
+    assert [w.pk for w in admin_client.get(LIST_URL, {"state": "active"}).context["cl"].result_list] == [
+        row.pk
+    ]
     assert admin_client.get(LIST_URL, {"state": "error"}).context["cl"].result_count == 0
     assert {w.pk for w in admin_client.get(LIST_URL, {"state": "unknown"}).context["cl"].result_list} == {
-        row.pk, other.pk
+        row.pk,
+        other.pk,
     }
     assert admin_client.get(LIST_URL, {"state": "bogus"}).context["cl"].result_count == 0
 
@@ -446,10 +466,14 @@ def test_names_and_messages_from_daemons_are_shown_with_control_characters_visib
         host=host, pid=1, running=True, heartbeat=timezone.now(), progress=HOSTILE_TEXT, message=HOSTILE_TEXT
     )
     state(row, host, "error", HOSTILE_TEXT)
-    state(None, host, "missing", HOSTILE_TEXT, key="settings:0", path=f"/srv/{HOSTILE_TEXT}", source="settings")
+    state(
+        None, host, "missing", HOSTILE_TEXT, key="settings:0", path=f"/srv/{HOSTILE_TEXT}", source="settings"
+    )
     pages = {
         "list": admin_client.get(LIST_URL).content.decode(),
-        "change": admin_client.get(reverse("admin:inotifier_watchpath_change", args=[row.pk])).content.decode(),
+        "change": admin_client.get(
+            reverse("admin:inotifier_watchpath_change", args=[row.pk])
+        ).content.decode(),
         "daemons": admin_client.get(reverse("admin:inotifier_daemonstatus_changelist")).content.decode(),
         "daemon": admin_client.get(
             reverse("admin:inotifier_daemonstatus_change", args=[status.pk])
@@ -525,7 +549,9 @@ def test_a_stopped_daemons_row_can_be_deleted_with_its_states(db: Any, roots: Pa
 def test_times_are_shown_with_seconds(admin_client: Client, roots: Path) -> None:
     when = datetime(2024, 5, 3, 10, 0, 7, tzinfo=UTC)
     row = watch(str(roots))
-    status = DaemonStatus.objects.create(host="h1", pid=1, running=True, heartbeat=timezone.now(), started=when)
+    status = DaemonStatus.objects.create(
+        host="h1", pid=1, running=True, heartbeat=timezone.now(), started=when
+    )
     state(row, "h1", "active", last_event=when)
     WatchPath.objects.filter(pk=row.pk).update(created=when)
     for url in (
@@ -540,6 +566,6 @@ def test_times_are_shown_with_seconds(admin_client: Client, roots: Path) -> None
 def test_last_event_links_to_the_watchs_events(admin_client: Client, roots: Path) -> None:
     row = watch(str(roots))
     html = admin_client.get(LIST_URL).content.decode()
-    assert f'{reverse("admin:inotifier_eventlog_changelist")}?watch=r{row.pk}' in html
+    assert f"{reverse('admin:inotifier_eventlog_changelist')}?watch=r{row.pk}" in html
     viewer = staff(["view_watchpath"])  # may not see the event log: no link to it
     assert "?watch=r" not in viewer.get(LIST_URL).content.decode()

@@ -147,9 +147,11 @@ def test_a_root_recreated_as_a_link_outside_the_allowed_roots_is_refused(
     shutil.rmtree(spool)
     spool.symlink_to(outside)
     wait_for(
-        lambda: (s := WatchState.objects.filter(watch=row).first()) is not None
-        and s.state == "error"
-        and "outside INOTIFIER_ALLOWED_ROOTS" in s.message,
+        lambda: (
+            (s := WatchState.objects.filter(watch=row).first()) is not None
+            and s.state == "error"
+            and "outside INOTIFIER_ALLOWED_ROOTS" in s.message
+        ),
         10,
     )
     assert identity(outside) not in watched_inodes(pid)
@@ -200,9 +202,7 @@ def test_files_written_into_a_recreated_root_before_it_is_watched_again_are_deli
     assert daemon.record.paths("IN_CLOSE_WRITE").count(str(tree / "a" / "b" / "later.txt")) == 1
 
 
-def test_names_that_forge_log_lines_or_drive_a_terminal_are_escaped(
-    daemon: Daemon, watch_dir: Path
-) -> None:
+def test_names_that_forge_log_lines_or_drive_a_terminal_are_escaped(daemon: Daemon, watch_dir: Path) -> None:
     forged = "2026-01-01 00:00:00,000 CRITICAL inotifier.daemon[1]: forged"
     nasty = f"boom\n{forged}\x1b]0;pwned\x07\x1b[2J\u202e"
     tree = watch_dir / "tree"

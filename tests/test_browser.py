@@ -183,7 +183,9 @@ def health_rows(daemon: Daemon, watch_dir: Path) -> dict[str, Any]:
     long_path = str(watch_dir) + ("/" + "d" * 199) * 15
     rows = {
         "good": WatchPath.objects.create(path=str(watch_dir), mask=0x108),
-        "refused": WatchPath.objects.create(path=str(watch_dir / "refused"), mask=0x100, processor="os.system"),
+        "refused": WatchPath.objects.create(
+            path=str(watch_dir / "refused"), mask=0x100, processor="os.system"
+        ),
         "long": WatchPath.objects.create(path=long_path, mask=0x100),
     }
     assert len(long_path) > 3000
@@ -216,9 +218,11 @@ def test_states_reasons_and_long_paths_in_the_watch_list(
     page.goto(admin + "inotifier/watchpath/")
     reload_until(
         page,
-        lambda: row("good").locator(".inotifier-state-active").count() == 1
-        and row("refused").locator(".inotifier-state-error").count() == 1
-        and row("long").locator(".inotifier-state-missing").count() == 1,
+        lambda: (
+            row("good").locator(".inotifier-state-active").count() == 1
+            and row("refused").locator(".inotifier-state-error").count() == 1
+            and row("long").locator(".inotifier-state-missing").count() == 1
+        ),
     )
     shot("reported")
 
@@ -255,7 +259,9 @@ def test_states_reasons_and_long_paths_in_the_watch_list(
         badge = unknown.nth(i)
         assert "unknown (daemon not running)" in badge.inner_text()
         assert badge.evaluate("e => getComputedStyle(e).color") == UNKNOWN_GREY
-    assert "Last reported: active" in (row("good").locator(".inotifier-state-unknown").get_attribute("title") or "")
+    assert "Last reported: active" in (
+        row("good").locator(".inotifier-state-unknown").get_attribute("title") or ""
+    )
     assert "stopped" in page.inner_text("#inotifier-daemons")
     page.goto(admin + "inotifier/watchpath/?state=active")
     assert page.locator("#result_list").count() == 0 or page.locator("#result_list tbody tr").count() == 0

@@ -30,24 +30,57 @@ def test_valid_settings_have_no_messages(tmp_path: Path) -> None:
     [
         ("/tmp", "INOTIFIER_WATCH_PATHS must be a list or tuple of (path, mask, processor) tuples, not str"),
         (42, "INOTIFIER_WATCH_PATHS must be a list or tuple of (path, mask, processor) tuples, not int"),
-        ({"/tmp": 1}, "INOTIFIER_WATCH_PATHS must be a list or tuple of (path, mask, processor) tuples, not dict"),
+        (
+            {"/tmp": 1},
+            "INOTIFIER_WATCH_PATHS must be a list or tuple of (path, mask, processor) tuples, not dict",
+        ),
         (["/tmp"], "INOTIFIER_WATCH_PATHS[0] is a str; expected a (path, mask, processor) 3-tuple: '/tmp'"),
-        ([("/tmp", 256)], "INOTIFIER_WATCH_PATHS[0] has 2 items; expected a (path, mask, processor) 3-tuple: ('/tmp', 256)"),
-        ([("/tmp", 256, SIGNALER, {}, 1)], "INOTIFIER_WATCH_PATHS[0] has 5 items; expected a (path, mask, processor) 3-tuple: ('/tmp', 256, 'inotifier.event_processors.AllEventsSignaler', {}, 1)"),
+        (
+            [("/tmp", 256)],
+            "INOTIFIER_WATCH_PATHS[0] has 2 items; expected a (path, mask, processor) 3-tuple: ('/tmp', 256)",
+        ),
+        (
+            [("/tmp", 256, SIGNALER, {}, 1)],
+            "INOTIFIER_WATCH_PATHS[0] has 5 items; expected a (path, mask, processor) 3-tuple: ('/tmp', 256, 'inotifier.event_processors.AllEventsSignaler', {}, 1)",
+        ),
         ([(42, 256, SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: path must be a string, not int"),
         ([("tmp/x", 256, SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: path 'tmp/x' is not absolute"),
         ([("/tmp", 0, SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: mask names no event (it is 0)"),
         ([("/tmp", "", SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: mask names no event (it is 0)"),
-        ([("/tmp", "IN_CREATE|IN_BOGUS", SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: unknown event name 'IN_BOGUS'"),
-        ([("/tmp", 1 << 40, SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: mask 0x10000000000 has bits outside the inotify events (0x10000000000)"),
+        (
+            [("/tmp", "IN_CREATE|IN_BOGUS", SIGNALER)],
+            "INOTIFIER_WATCH_PATHS[0]: unknown event name 'IN_BOGUS'",
+        ),
+        (
+            [("/tmp", 1 << 40, SIGNALER)],
+            "INOTIFIER_WATCH_PATHS[0]: mask 0x10000000000 has bits outside the inotify events (0x10000000000)",
+        ),
         ([("/tmp", -1, SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: mask -1 is negative"),
-        ([("/tmp", 1.5, SIGNALER)], "INOTIFIER_WATCH_PATHS[0]: mask must be an int or a string of event names, not float"),
-        ([("/tmp", 256, "no.such.Thing")], "INOTIFIER_WATCH_PATHS[0]: processor 'no.such.Thing' cannot be imported: No module named 'no'"),
-        ([("/tmp", 256, "tests.testapp.receivers.NOT_A_CLASS")], "INOTIFIER_WATCH_PATHS[0]: processor 'tests.testapp.receivers.NOT_A_CLASS' is not a class"),
-        ([("/tmp", 256, "tests.testapp.receivers.NotAProcessor")], "INOTIFIER_WATCH_PATHS[0]: processor 'tests.testapp.receivers.NotAProcessor' is not a pyinotify.ProcessEvent subclass"),
+        (
+            [("/tmp", 1.5, SIGNALER)],
+            "INOTIFIER_WATCH_PATHS[0]: mask must be an int or a string of event names, not float",
+        ),
+        (
+            [("/tmp", 256, "no.such.Thing")],
+            "INOTIFIER_WATCH_PATHS[0]: processor 'no.such.Thing' cannot be imported: No module named 'no'",
+        ),
+        (
+            [("/tmp", 256, "tests.testapp.receivers.NOT_A_CLASS")],
+            "INOTIFIER_WATCH_PATHS[0]: processor 'tests.testapp.receivers.NOT_A_CLASS' is not a class",
+        ),
+        (
+            [("/tmp", 256, "tests.testapp.receivers.NotAProcessor")],
+            "INOTIFIER_WATCH_PATHS[0]: processor 'tests.testapp.receivers.NotAProcessor' is not a pyinotify.ProcessEvent subclass",
+        ),
         ([("/tmp", 256, 42)], "INOTIFIER_WATCH_PATHS[0]: processor must be a dotted path string, not 42"),
-        ([("/tmp", 256, SIGNALER, {"recursve": True})], "INOTIFIER_WATCH_PATHS[0]: unknown option(s) 'recursve'; known: recursive, auto_add, exclude, event_log"),
-        ([("/tmp", 256, SIGNALER, [1])], "INOTIFIER_WATCH_PATHS[0]: the 4th item must be a dict of options, not list"),
+        (
+            [("/tmp", 256, SIGNALER, {"recursve": True})],
+            "INOTIFIER_WATCH_PATHS[0]: unknown option(s) 'recursve'; known: recursive, auto_add, exclude, event_log",
+        ),
+        (
+            [("/tmp", 256, SIGNALER, [1])],
+            "INOTIFIER_WATCH_PATHS[0]: the 4th item must be a dict of options, not list",
+        ),
     ],
 )
 def test_malformed_settings_are_errors_naming_the_culprit(value: Any, message: str) -> None:
@@ -56,7 +89,11 @@ def test_malformed_settings_are_errors_naming_the_culprit(value: Any, message: s
 
 def test_each_bad_entry_is_named_by_index(tmp_path: Path) -> None:
     result = messages(
-        INOTIFIER_WATCH_PATHS=[(str(tmp_path), 256, SIGNALER), ("rel", 256, SIGNALER), (str(tmp_path), "X", SIGNALER)]
+        INOTIFIER_WATCH_PATHS=[
+            (str(tmp_path), 256, SIGNALER),
+            ("rel", 256, SIGNALER),
+            (str(tmp_path), "X", SIGNALER),
+        ]
     )
     assert [m for _id, m in result] == [
         "INOTIFIER_WATCH_PATHS[1]: path 'rel' is not absolute",
@@ -67,7 +104,10 @@ def test_each_bad_entry_is_named_by_index(tmp_path: Path) -> None:
 def test_missing_path_is_a_warning(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     assert messages(INOTIFIER_WATCH_PATHS=[(str(missing), 256, SIGNALER)]) == [
-        ("inotifier.W001", f"INOTIFIER_WATCH_PATHS[0]: path {str(missing)!r} does not exist (yet); it is watched once it appears")
+        (
+            "inotifier.W001",
+            f"INOTIFIER_WATCH_PATHS[0]: path {str(missing)!r} does not exist (yet); it is watched once it appears",
+        )
     ]
 
 

@@ -122,11 +122,23 @@ def test_sigint_stops_foreground_cleanly(daemon: Daemon, watch_dir: Path) -> Non
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        (["relative/path", "IN_CREATE", SIGNALER], "INOTIFIER_WATCH_PATHS[0]: path 'relative/path' is not absolute"),
+        (
+            ["relative/path", "IN_CREATE", SIGNALER],
+            "INOTIFIER_WATCH_PATHS[0]: path 'relative/path' is not absolute",
+        ),
         (["/tmp", "IN_NOPE", SIGNALER], "INOTIFIER_WATCH_PATHS[0]: unknown event name 'IN_NOPE'"),
-        (["/tmp", "IN_CREATE"], "INOTIFIER_WATCH_PATHS[0] has 2 items; expected a (path, mask, processor) 3-tuple"),
-        (["/tmp", "IN_CREATE", "no.such.module.Processor"], "INOTIFIER_WATCH_PATHS[0]: processor 'no.such.module.Processor' cannot be imported"),
-        (["/tmp", "IN_CREATE", "tests.testapp.receivers.NotAProcessor"], "is not a pyinotify.ProcessEvent subclass"),
+        (
+            ["/tmp", "IN_CREATE"],
+            "INOTIFIER_WATCH_PATHS[0] has 2 items; expected a (path, mask, processor) 3-tuple",
+        ),
+        (
+            ["/tmp", "IN_CREATE", "no.such.module.Processor"],
+            "INOTIFIER_WATCH_PATHS[0]: processor 'no.such.module.Processor' cannot be imported",
+        ),
+        (
+            ["/tmp", "IN_CREATE", "tests.testapp.receivers.NotAProcessor"],
+            "is not a pyinotify.ProcessEvent subclass",
+        ),
     ],
 )
 def test_start_refuses_malformed_settings(daemon: Daemon, entry: list[str], message: str) -> None:
@@ -201,8 +213,9 @@ def test_two_simultaneous_starts_make_one_daemon(daemon: Daemon, watch_dir: Path
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     cmd = [sys.executable, "-m", "django", "inotifier_start"]
     procs = [
-        subprocess.Popen(cmd, env=daemon.env(), cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            cmd, env=daemon.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     results = [(*p.communicate(timeout=60), p.returncode) for p in procs]
@@ -210,9 +223,7 @@ def test_two_simultaneous_starts_make_one_daemon(daemon: Daemon, watch_dir: Path
     assert codes == [0, 1], results
     pid = daemon.pid()
     assert pid is not None
-    daemons = [
-        p for p in os.listdir("/proc") if p.isdigit() and _is_test_daemon(int(p), daemon)
-    ]
+    daemons = [p for p in os.listdir("/proc") if p.isdigit() and _is_test_daemon(int(p), daemon)]
     assert daemons == [str(pid)]
 
 
@@ -260,7 +271,8 @@ HOSTILE = "evil\n[forged] line \x1b]0;pwned\x07\x1b[2J\u202eright-to-left"
 def raw_controls(text: str) -> list[str]:
     """Return the characters of ``text`` that drive a terminal (its own line breaks excepted)."""
     return [
-        c for c in text
+        c
+        for c in text
         if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029\u202e"
     ]
 
@@ -277,7 +289,9 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_status_escapes_control_characters_in_paths_hosts_and_messages(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_escapes_control_characters_in_paths_hosts_and_messages(
+    daemon: Daemon, watch_dir: Path
+) -> None:
     from inotifier.escaping import printable
     from inotifier.models import WatchPath
 
@@ -401,8 +415,14 @@ def test_status_piped_into_head_ends_quietly(daemon: Daemon) -> None:
     host = socket.gethostname()  # the daemon's env has no INOTIFIER_HOSTNAME
     WatchState.objects.bulk_create(
         WatchState(
-            host=host, key=f"admin:{i}", source="admin", path=f"/srv/watched/{i:05d}",
-            mask=256, processor=SIGNALER, state=State.ACTIVE, message="a reason long enough " * 3,
+            host=host,
+            key=f"admin:{i}",
+            source="admin",
+            path=f"/srv/watched/{i:05d}",
+            mask=256,
+            processor=SIGNALER,
+            state=State.ACTIVE,
+            message="a reason long enough " * 3,
         )
         for i in range(2000)
     )
@@ -410,8 +430,16 @@ def test_status_piped_into_head_ends_quietly(daemon: Daemon) -> None:
     # A real shell pipeline: head reads one line and goes, the command is still writing
     # (far more than the pipe holds), so its next write gets EPIPE.
     result = subprocess.run(
-        ["bash", "-c", f'{sys.executable} -m django inotifier_status | head -1; echo "${{PIPESTATUS[0]}}" >{status_file}'],
-        env=daemon.env(), cwd=daemon.tmp, capture_output=True, text=True, timeout=120,
+        [
+            "bash",
+            "-c",
+            f'{sys.executable} -m django inotifier_status | head -1; echo "${{PIPESTATUS[0]}}" >{status_file}',
+        ],
+        env=daemon.env(),
+        cwd=daemon.tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.stdout == f"inotifier is not running on {host}.\n"
     assert result.stderr == ""
@@ -425,8 +453,13 @@ def run_into_a_closed_pipe(daemon: Daemon, *args: str) -> subprocess.CompletedPr
     os.close(read_end)
     try:
         return subprocess.run(
-            [sys.executable, "-m", "django", *args], env=daemon.env(), cwd=daemon.tmp,
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+            [sys.executable, "-m", "django", *args],
+            env=daemon.env(),
+            cwd=daemon.tmp,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
         )
     finally:
         os.close(write_end)
@@ -447,4 +480,3 @@ def test_every_command_ends_quietly_when_its_reader_has_gone(daemon: Daemon, wat
         result = run_into_a_closed_pipe(daemon, *args)
         assert (result.returncode, result.stderr) == (code, ""), args
     assert daemon.pid() is None  # start and stop did their work all the same
-

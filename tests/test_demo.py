@@ -48,7 +48,8 @@ class Demo:
         self.out = tmp / "demo.out"
         self.err = tmp / "demo.err"
         self.env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("INOTIFIER_", "DJANGO_", "DEMO_", "PYTEST_")) and k != "DATABASE_URL"
         }
         self.env.update(
@@ -68,8 +69,12 @@ class Demo:
         # A session of its own, as a terminal's job: Ctrl-C is SIGINT to the whole group.
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                [str(DEMO), sys.executable], env=self.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True,
+                [str(DEMO), sys.executable],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
             )
         return self.proc
 
@@ -146,7 +151,10 @@ def test_a_second_demo_stops_before_printing_a_login(tmp_path: Path, free_port: 
         demo.kill()
     text = demo.output()
     assert code == 1, text
-    assert f"Another demo runs already (inotifier is running on {socket.gethostname()} (pid {os.getpid()}))." in text
+    assert (
+        f"Another demo runs already (inotifier is running on {socket.gethostname()} (pid {os.getpid()}))."
+        in text
+    )
     assert "Stop it first" in text
     assert "password" not in text.lower()
     assert not demo.watched.exists()
@@ -161,13 +169,13 @@ def test_a_port_that_is_not_a_port_is_refused(tmp_path: Path, value: str) -> Non
     assert "Traceback" not in demo.output()
 
 
-def test_the_demo_serves_watches_says_what_arrived_and_stops_on_ctrl_c(tmp_path: Path, free_port: int) -> None:
+def test_the_demo_serves_watches_says_what_arrived_and_stops_on_ctrl_c(
+    tmp_path: Path, free_port: int
+) -> None:
     demo = Demo(tmp_path, free_port)
     proc = demo.start()
     try:
-        banner = wait_for(
-            lambda: re.search(r"password: (\S+)", demo.output()) or proc.poll() is not None, 90
-        )
+        banner = wait_for(lambda: re.search(r"password: (\S+)", demo.output()) or proc.poll() is not None, 90)
         assert proc.poll() is None, demo.output()
         assert f"http://127.0.0.1:{free_port}/admin/" in demo.output()
         # The URL it printed answers: the admin's login page.

@@ -37,6 +37,7 @@ class Caught:
 
     def connect(self, *names: str) -> Caught:
         for name in names:
+
             def receiver(sender: Any, event: Any, _name: str = name, **kw: Any) -> None:
                 self.events.append((_name, sender, event))
 
@@ -91,7 +92,9 @@ def test_all_events_signaler_with_pyinotify(watch_dir: Path, caught: Caught) -> 
     finally:
         run.close()
     assert caught.pairs() == [
-        ("IN_CREATE", str(f)), ("IN_CLOSE_WRITE", str(f)), ("IN_DELETE", str(f)),
+        ("IN_CREATE", str(f)),
+        ("IN_CLOSE_WRITE", str(f)),
+        ("IN_DELETE", str(f)),
     ]
     assert all(isinstance(sender, AllEventsSignaler) for _n, sender, _e in caught.events)
     assert all(isinstance(e, pyinotify.Event) for _n, _s, e in caught.events)
@@ -326,7 +329,9 @@ def test_every_built_in_method_is_there_and_callable_through_super(caught: Caugh
     caught.connect(*signals.SIGNALS)
     signaler = AllEventsSignaler()
     for name in signals.SIGNALS:
-        event = InotifierEvent(mask=pyinotify.EventsCodes.ALL_FLAGS[name], maskname=name, pathname="/x/" + name)
+        event = InotifierEvent(
+            mask=pyinotify.EventsCodes.ALL_FLAGS[name], maskname=name, pathname="/x/" + name
+        )
         getattr(AllEventsSignaler, "process_" + name)(signaler, event)
     assert caught.pairs() == [(name, "/x/" + name) for name in signals.SIGNALS]
     caught.events.clear()
@@ -407,7 +412,11 @@ def test_dispatch_calls_what_pyinotify_calls(cls: type, caught: Caught) -> None:
             signalled = caught.pairs()
             caught.events.clear()
             expected = pyinotify.ProcessEvent.__call__(theirs, event)
-            assert (ours.calls, got, signalled) == (theirs.calls, expected, caught.pairs()), (cls, name, isdir)
+            assert (ours.calls, got, signalled) == (theirs.calls, expected, caught.pairs()), (
+                cls,
+                name,
+                isdir,
+            )
 
 
 def test_pevent_chaining_and_unknown_masks_as_in_pyinotify(watch_dir: Path, caught: Caught) -> None:
@@ -443,7 +452,10 @@ def test_pevent_set_in_my_init_chains_in_the_daemon(in_daemon: Any, watch_dir: P
     (watch_dir / "drop-me-too").touch()
     (watch_dir / "keep-me-too").touch()
     pump(d, lambda: len(caught.events) == 2)
-    assert caught.pairs() == [("IN_CREATE", str(watch_dir / "keep-me")), ("IN_CREATE", str(watch_dir / "keep-me-too"))]
+    assert caught.pairs() == [
+        ("IN_CREATE", str(watch_dir / "keep-me")),
+        ("IN_CREATE", str(watch_dir / "keep-me-too")),
+    ]
 
 
 class AbstractAudit(abc.ABC):
@@ -470,7 +482,9 @@ def test_a_subclass_mixing_in_an_abc(caught: Caught) -> None:
     assert AuditedViaABC.seen == ["/x/c"] and caught.pairs() == [("IN_CREATE", "/x/c")]
 
 
-def test_methods_patched_on_the_class_later_are_called(monkeypatch: pytest.MonkeyPatch, caught: Caught) -> None:
+def test_methods_patched_on_the_class_later_are_called(
+    monkeypatch: pytest.MonkeyPatch, caught: Caught
+) -> None:
     caught.connect("IN_CREATE")
     seen: list[str] = []
     child = DeleteAuditingSignaler()
@@ -614,16 +628,34 @@ def test_a_class_level_temp_files_is_per_instance() -> None:
 @pytest.mark.parametrize(
     ("attributes", "error", "message"),
     [
-        ({"max_allowed_age": "6 hours"}, TypeError, "Bad.max_allowed_age must be a timedelta or a number of seconds, not '6 hours'"),
-        ({"max_allowed_age": timedelta(0)}, ValueError, "Bad.max_allowed_age must be positive, not datetime.timedelta(0)"),
+        (
+            {"max_allowed_age": "6 hours"},
+            TypeError,
+            "Bad.max_allowed_age must be a timedelta or a number of seconds, not '6 hours'",
+        ),
+        (
+            {"max_allowed_age": timedelta(0)},
+            ValueError,
+            "Bad.max_allowed_age must be positive, not datetime.timedelta(0)",
+        ),
         ({"max_allowed_age": -5}, ValueError, "Bad.max_allowed_age must be positive, not -5"),
         ({"timeout": True}, TypeError, "Bad.timeout must be a timedelta or a number of seconds, not True"),
-        ({"max_allowed_age": 60, "timeout": 30}, ValueError, "Bad: max_allowed_age (60) and timeout (30) disagree; set one"),
-        ({"temp_files": ["/a.part"]}, TypeError, "Bad.temp_files must be a dict (pathname -> datetime), not ['/a.part']"),
+        (
+            {"max_allowed_age": 60, "timeout": 30},
+            ValueError,
+            "Bad: max_allowed_age (60) and timeout (30) disagree; set one",
+        ),
+        (
+            {"temp_files": ["/a.part"]},
+            TypeError,
+            "Bad.temp_files must be a dict (pathname -> datetime), not ['/a.part']",
+        ),
         ({"suffix": ""}, ValueError, "Bad needs a non-empty suffix, not ''"),
     ],
 )
-def test_what_cannot_be_honoured_fails_at_creation(attributes: dict[str, Any], error: type, message: str) -> None:
+def test_what_cannot_be_honoured_fails_at_creation(
+    attributes: dict[str, Any], error: type, message: str
+) -> None:
     as_class = type("Bad", (CreateViaChunksSignaler,), dict(attributes))
     with pytest.raises(error) as raised:
         as_class()

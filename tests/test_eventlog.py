@@ -26,13 +26,15 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from inotifier.daemon import eventlog as eventlog_mod
-from inotifier.daemon.eventlog import EventLogWriter, prune_events, prune_step
+from inotifier.daemon.eventlog import EventLog as EventLogWriter
+from inotifier.daemon.eventlog import StoreConfig
+from inotifier.daemon.eventlog.buffer import ROW_OVERHEAD
+from inotifier.daemon.eventlog.rows import ROW_ITEMS, pack_rows, rows_from_flat, unpack_rows
+from inotifier.daemon.eventlog.store import EventLogStore
+from inotifier.daemon.events import InotifierEvent
 from inotifier.daemon.runner import Daemon as InProcessDaemon
-from inotifier.daemon.watches import InotifierEvent
 from inotifier.masks import BITS
 from inotifier.models import DaemonStatus, EventLog, WatchPath, escape_path, unescape_path
-from inotifier.specs import WatchSpec
 from tests.testapp.receivers import ListProcessor
 
 from .conftest import Daemon, alive, database_url, wait_for
@@ -52,18 +54,17 @@ needs_postgres = pytest.mark.skipif(
 # -- helpers ---------------------------------------------------------------------------
 
 
-class FakeWatch:
-    """What ``EventLogWriter.offer`` reads of an ActiveWatch."""
+#: The watch a row is logged for: (WatchPath id, or None for a settings entry; label).
+TAIL = (None, "/watched")
 
-    def __init__(self, label: str = "/watched", watch_id: int | None = None) -> None:
-        self.spec = WatchSpec(
-            key="settings:0",
-            path=label,
-            mask=IN_CREATE,
-            processor=SIGNALER,
-            label=label,
-            watch_id=watch_id,
-        )
+
+def prune_events(max_age: Any = None, max_rows: Any = None, batch: int = 1000) -> int:
+    """Apply the retention as ``inotifier_prune_events`` does; return the rows deleted."""
+    return EventLog.objects.prune(max_age, max_rows, batch)[0]
+
+
+def prune_step(max_age: Any = None, max_rows: Any = None, batch: int = 1000, deadline: Any = None) -> Any:
+    return EventLog.objects.prune(max_age, max_rows, batch, deadline)
 
 
 def fake_event(pathname: str, mask: int = IN_CREATE, maskname: Any = "IN_CREATE") -> Any:
@@ -122,7 +123,7 @@ def test_both_paths_escaped_when_one_needs_it(transactional_db: Any) -> None:
     writer = EventLogWriter("h", capacity=10, interval=1, prune=False)
     moved = fake_event("/w/back\\slash \\x41", mask=BITS["IN_MOVED_TO"], maskname="IN_MOVED_TO")
     moved.src_pathname = os.fsdecode(b"/w/caf\xe9")
-    writer.offer(time.time(), moved, FakeWatch())
+    writer.offer(time.time(), moved, TAIL)
     assert writer.flush()
     row = EventLog.objects.get()
     assert row.escaped
@@ -136,18 +137,18 @@ def test_both_paths_escaped_when_one_needs_it(transactional_db: Any) -> None:
 def test_offer_is_bounded_and_counts_drops(transactional_db: Any, caplog: pytest.LogCaptureFixture) -> None:
     writer = EventLogWriter("h", capacity=10, interval=3600, prune=False)
     for i in range(25):
-        writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
-    assert (writer.accepted, writer.dropped, writer.pending) == (10, 15, 10)
-    writer._report_drops()
+        writer.offer(time.time(), fake_event(f"/w/{i}"), TAIL)
+    assert (writer.buffer.accepted, writer.buffer.dropped, writer.buffer.pending) == (10, 15, 10)
+    writer.feeder._report_drops()
     [record] = [r for r in caplog.records if "rows dropped" in r.getMessage()]
     assert record.levelname == "WARNING"
     assert record.name == "inotifier.daemon.eventlog"
     assert "15 rows dropped (15 in total)" in record.getMessage()
     assert writer.flush()
-    assert writer.pending == 0
+    assert writer.buffer.pending == 0
     assert logged_paths() == {f"/w/{i}" for i in range(10)}
-    writer.offer(time.time(), fake_event("/w/after"), FakeWatch())  # room again
-    assert writer.pending == 1
+    writer.offer(time.time(), fake_event("/w/after"), TAIL)  # room again
+    assert writer.buffer.pending == 1
 
 
 def test_a_row_the_database_refuses_does_not_hold_back_the_others(
@@ -155,11 +156,11 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(
 ) -> None:
     writer = EventLogWriter("h", capacity=100, interval=3600, prune=False)
     for i in range(9):
-        writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
-    writer.offer(1e20, fake_event("/w/bad"), FakeWatch())  # a time no database can store
+        writer.offer(time.time(), fake_event(f"/w/{i}"), TAIL)
+    writer.offer(1e20, fake_event("/w/bad"), TAIL)  # a time no database can store
     assert writer.flush()
     assert len(logged_paths()) == 9
-    assert (writer.written, writer.rejected, writer.pending) == (9, 1, 0)
+    assert (writer.buffer.tally.written, writer.buffer.tally.rejected, writer.buffer.pending) == (9, 1, 0)
     assert "row rejected by the database and dropped" in caplog.text
 
 
@@ -167,11 +168,11 @@ def write_one_while_running(writer: EventLogWriter, pathname: str) -> None:
     """Start ``writer``, offer one row, wait until it is in the table, stop the writer."""
     writer.start()
     try:
-        writer.offer(time.time(), fake_event(pathname), FakeWatch())
+        writer.offer(time.time(), fake_event(pathname), TAIL)
         wait_for(lambda: EventLog.objects.filter(pathname=pathname).exists(), 10)
     finally:
         writer.stop()
-    assert not writer.is_alive()
+    assert not writer.feeder.is_alive()
 
 
 def test_writer_thread_flushes_while_events_flow_and_on_stop(transactional_db: Any) -> None:
@@ -181,9 +182,9 @@ def test_writer_thread_flushes_while_events_flow_and_on_stop(transactional_db: A
     writer = EventLogWriter("h", capacity=1000, interval=3600, prune=False)
     writer.start()
     for i in range(100):
-        writer.offer(time.time(), fake_event(f"/w/late{i}"), FakeWatch())
+        writer.offer(time.time(), fake_event(f"/w/late{i}"), TAIL)
     writer.stop()
-    assert not writer.is_alive()
+    assert not writer.feeder.is_alive()
     assert EventLog.objects.filter(pathname__startswith="/w/late").count() == 100
 
 
@@ -192,28 +193,26 @@ def test_writer_wakes_early_when_half_full(transactional_db: Any) -> None:
     writer.start()
     try:
         for i in range(20):
-            writer.offer(time.time(), fake_event(f"/w/{i}"), FakeWatch())
+            writer.offer(time.time(), fake_event(f"/w/{i}"), TAIL)
         wait_for(lambda: EventLog.objects.count() == 20, 10)
     finally:
         writer.stop()
 
 
 @pytest.fixture
-def live(db: Any) -> Iterator[InProcessDaemon]:
-    """A Daemon in this process with the event log on, driven by tick(); its writer not started."""
+def live(transactional_db: Any, in_process: Any, settings: Any) -> Iterator[InProcessDaemon]:
+    """A Daemon in this process with the event log on, driven by tick().
+
+    Its feeder writes only every hour: the test writes from its own thread. At
+    the end its writer process writes what came meanwhile (the IN_IGNORED of
+    the removed directory), in its own connection: hence a transactional test.
+    """
     ListProcessor.seen.clear()
-    with override_settings(
-        INOTIFIER_WATCH_PATHS=[],
-        INOTIFIER_PROCESSORS=[LIST],
-        INOTIFIER_EVENT_LOG=True,
-        INOTIFIER_POLL_INTERVAL=3600,
-    ):
-        d = InProcessDaemon(install_signal_handlers=False, hostname="testhost")
-        d.setup()
-        assert d.reader is not None and d.event_log is not None
-        d.reader.start()
-        yield d
-        d.shutdown()
+    settings.INOTIFIER_PROCESSORS = [LIST]
+    settings.INOTIFIER_POLL_INTERVAL = 3600
+    d = in_process(use_database=True, INOTIFIER_EVENT_LOG=True, INOTIFIER_EVENT_LOG_FLUSH_INTERVAL=3600)
+    assert d.event_log is not None
+    yield d
 
 
 def test_1000_real_events_are_written_in_a_handful_of_queries(live: InProcessDaemon, watch_dir: Path) -> None:
@@ -229,7 +228,7 @@ def test_1000_real_events_are_written_in_a_handful_of_queries(live: InProcessDae
 
         def step() -> bool:
             live.tick(timeout=0.02)
-            return writer.pending >= 1000
+            return writer.buffer.pending >= 1000
 
         wait_for(step, 30, interval=0)
     assert len(ListProcessor.seen) == 1000  # the processor got them too
@@ -243,7 +242,7 @@ def test_1000_real_events_are_written_in_a_handful_of_queries(live: InProcessDae
     else:
         fields = [f for f in EventLog._meta.concrete_fields if not f.primary_key]
         per_statement = connection.ops.bulk_batch_size(fields, [None] * 1000)
-        assert len(inserts) == math.ceil(1000 / min(per_statement, eventlog_mod.BATCH_SIZE))
+        assert len(inserts) == math.ceil(1000 / min(per_statement, writer.config.batch_size))
     assert len(queries.captured_queries) <= len(inserts) + 3  # + savepoint / release
     assert len(inserts) <= 11  # 1 on PostgreSQL; SQLite's 999-parameter limit makes it 11
 
@@ -262,28 +261,29 @@ def test_1000_real_events_are_written_in_a_handful_of_queries(live: InProcessDae
 
 
 def test_thread_mode_writes_without_a_process(transactional_db: Any) -> None:
-    assert EventLogWriter("h").process  # a database other processes can open: a writer process
+    assert EventLogWriter("h").config.process  # a database other processes can open: a writer process
     writer = EventLogWriter("h", capacity=100, interval=0.05, prune=False, process=False)
     write_one_while_running(writer, "/w/threaded")
-    assert writer.worker_pid is None and writer.written == 1
+    assert writer.feeder.restarts == 0 and writer.buffer.tally.written == 1  # no process started
 
 
 def test_a_writer_process_that_cannot_run_gives_way_to_a_thread(
-    transactional_db: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    transactional_db: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from inotifier.daemon import logworker
-
-    monkeypatch.setattr(logworker, "BOOTSTRAP", "import sys; sys.exit(3)")  # dies at once
-    monkeypatch.setattr(eventlog_mod, "WORKER_RESTART_DELAY", 0.01)
-    writer = EventLogWriter("h", capacity=100, interval=0.05, prune=False)
+    dies = tmp_path / "python"  # an "interpreter" that exits at once, whatever it is asked
+    dies.write_text("#!/bin/sh\nexit 3\n")
+    dies.chmod(0o755)
+    writer = EventLogWriter(
+        "h", capacity=100, interval=0.05, prune=False, executable=str(dies), restart_delay=0.01
+    )
     writer.start()
     try:
-        wait_for(lambda: not writer.process, 20)
-        writer.offer(time.time(), fake_event("/w/after-fallback"), FakeWatch())
+        wait_for(lambda: not writer.feeder.process, 20)
+        writer.offer(time.time(), fake_event("/w/after-fallback"), TAIL)
         wait_for(lambda: EventLog.objects.filter(pathname="/w/after-fallback").exists(), 10)
     finally:
         writer.stop()
-    assert caplog.text.count("ended unexpectedly (exit status 3)") == eventlog_mod.FALLBACK_AFTER
+    assert caplog.text.count("ended unexpectedly (exit status 3)") == writer.config.fallback_after
     assert "3 writer processes in a row ended without writing a row" in caplog.text
 
 
@@ -291,16 +291,17 @@ def test_rows_travel_as_flat_lists_and_come_back_whole() -> None:
     tails: list[Any] = []
     moved = os.fsdecode(b"/w/caf\xe9")
     flat = ["/w/a", 1.5, (0 << 32) | IN_CREATE, "", "/w/b", 2.5, (1 << 32) | BITS["IN_MOVED_TO"], moved]
-    payload = eventlog_mod.pack_rows(flat, [(None, "/w"), (7, "row 7")])
-    assert eventlog_mod.unpack_rows(payload, tails) == [
+    payload = pack_rows(flat, [(None, "/w"), (7, "row 7")])
+    assert unpack_rows(payload, tails) == [
         (1.5, "/w/a", "", IN_CREATE, "IN_CREATE", (None, "/w")),
         (2.5, "/w/b", moved, BITS["IN_MOVED_TO"], "IN_MOVED_TO", (7, "row 7")),
     ]
-    assert eventlog_mod.unpack_rows(eventlog_mod.pack_rows(["/w/c", 3.0, 1 << 32 | IN_CREATE, ""], []), tails)[
-        0
-    ][-1] == (7, "row 7")  # the receiver keeps the tails it was sent
+    assert unpack_rows(pack_rows(["/w/c", 3.0, 1 << 32 | IN_CREATE, ""], []), tails)[0][-1] == (
+        7,
+        "row 7",
+    )  # the receiver keeps the tails it was sent
     with pytest.raises(ValueError, match="multiple of ROW_ITEMS"):
-        eventlog_mod.rows_from_flat(["/w/a", 1.5, IN_CREATE], tails)
+        rows_from_flat(["/w/a", 1.5, IN_CREATE], tails)
 
 
 def test_the_bound_holds_while_the_read_loop_appends_unchecked(transactional_db: Any) -> None:
@@ -308,13 +309,13 @@ def test_the_bound_holds_while_the_read_loop_appends_unchecked(transactional_db:
     writer = EventLogWriter("h", capacity=30, interval=3600, prune=False)
     key = writer.tail_key(None, "/w")
     for i in range(50):
-        writer.incoming += (f"/w/{i}", time.time(), key | IN_CREATE, "")
+        writer.buffer.incoming += (f"/w/{i}", time.time(), key | IN_CREATE, "")
     writer.poke()
-    assert (writer.accepted, writer.dropped, writer.pending) == (30, 20, 30)
-    assert len(writer.take(10)) == 10 * eventlog_mod.ROW_ITEMS  # 10 rows in flight now
-    writer.incoming += ("/w/late", time.time(), key | IN_CREATE, "")
+    assert (writer.buffer.accepted, writer.buffer.dropped, writer.buffer.pending) == (30, 20, 30)
+    assert len(writer.buffer.take(10)) == 10 * ROW_ITEMS  # 10 rows in flight now
+    writer.buffer.incoming += ("/w/late", time.time(), key | IN_CREATE, "")
     writer.poke()
-    assert (writer.accepted, writer.dropped) == (30, 21)  # 10 in flight + 20 waiting: full
+    assert (writer.buffer.accepted, writer.buffer.dropped) == (30, 21)  # 10 in flight + 20 waiting: full
     assert writer.flush()  # the 20 waiting; the 10 taken by hand are never written
     assert logged_paths() == {f"/w/{i}" for i in range(10, 30)}
 
@@ -333,19 +334,19 @@ def test_the_row_size_estimate_matches_what_rows_cost(transactional_db: Any) -> 
     try:
         before = tracemalloc.get_traced_memory()[0]
         for name in names:  # as ActiveWatch.deliver does: a fresh path and key per event
-            writer.incoming += (prefix + "/" + name, time.time(), key | mask, "")
+            writer.buffer.incoming += (prefix + "/" + name, time.time(), key | mask, "")
         in_loop = (tracemalloc.get_traced_memory()[0] - before) / n
         writer.poke()
-        payload = eventlog_mod.pack_rows(writer.take(), writer.tails)
+        payload = pack_rows(writer.buffer.take(), writer.buffer.tails)
         before = tracemalloc.get_traced_memory()[0]
-        in_writer: deque[Any] = deque(eventlog_mod.unpack_rows(payload, []))
+        in_writer: deque[Any] = deque(unpack_rows(payload, []))
         in_process = (tracemalloc.get_traced_memory()[0] - before) / n
     finally:
         tracemalloc.stop()
     assert len(in_writer) == n
     path_size = sys.getsizeof(prefix + "/" + names[0])
-    assert writer.path_bytes == path_size  # sampled by poke()
-    estimate = writer.row_bytes
+    assert writer.buffer.path_bytes == path_size  # sampled by poke()
+    estimate = writer.buffer.row_bytes
     # Never below what a row costs where it waits; close to the dearer place, the writer's deque.
     assert in_loop <= estimate, (in_loop, estimate)
     assert in_process <= estimate <= in_process * 1.1, (in_process, estimate)
@@ -353,44 +354,44 @@ def test_the_row_size_estimate_matches_what_rows_cost(transactional_db: Any) -> 
 
 def test_the_buffer_is_bounded_by_memory(transactional_db: Any, caplog: pytest.LogCaptureFixture) -> None:
     writer = EventLogWriter("h", interval=3600, prune=False, max_bytes=1_000_000)
-    assert writer.row_cap is None  # INOTIFIER_EVENT_LOG_BUFFER is None by default
+    assert writer.buffer.row_cap is None  # INOTIFIER_EVENT_LOG_BUFFER is None by default
     key = writer.tail_key(None, "/w")
     long_name = "/w/" + "L" * 400
     for i in range(10_000):
-        writer.incoming += (f"{long_name}{i:05}", time.time(), key | IN_CREATE, "")
+        writer.buffer.incoming += (f"{long_name}{i:05}", time.time(), key | IN_CREATE, "")
     writer.poke()
-    row = eventlog_mod.ROW_OVERHEAD + sys.getsizeof(long_name + "00000")
-    assert writer.row_bytes == row
-    assert writer.accepted == 1_000_000 // row  # about 1 700 rows of 585 bytes
-    assert writer.dropped == 10_000 - writer.accepted
-    writer._report_drops()
+    row = ROW_OVERHEAD + sys.getsizeof(long_name + "00000")
+    assert writer.buffer.row_bytes == row
+    assert writer.buffer.accepted == 1_000_000 // row  # about 1 700 rows of 585 bytes
+    assert writer.buffer.dropped == 10_000 - writer.buffer.accepted
+    writer.feeder._report_drops()
     assert (
-        f"event log buffer full (INOTIFIER_EVENT_LOG_BUFFER_BYTES = 1000000: {writer.accepted} rows of "
-        f"about {row} bytes): {writer.dropped} rows dropped"
+        f"event log buffer full (INOTIFIER_EVENT_LOG_BUFFER_BYTES = 1000000: {writer.buffer.accepted} rows of "
+        f"about {row} bytes): {writer.buffer.dropped} rows dropped"
     ) in caplog.text
-    assert writer.flush() and writer.pending == 0
+    assert writer.flush() and writer.buffer.pending == 0
 
     # Short paths: more rows fit; the estimate comes down over a few ticks, not at once
     # (and is sampled only while more than an eighth of the bound is pending).
-    short = eventlog_mod.ROW_OVERHEAD + sys.getsizeof("/w/s")
+    short = ROW_OVERHEAD + sys.getsizeof("/w/s")
     for tick in range(40):
         for _row in range(1100):  # > an eighth of the bound however small the rows, > SAMPLE_EVERY
-            writer.incoming += ("/w/s", time.time(), key | IN_CREATE, "")
+            writer.buffer.incoming += ("/w/s", time.time(), key | IN_CREATE, "")
         writer.poke()
         if tick == 0:
-            assert short < writer.row_bytes < row
+            assert short < writer.buffer.row_bytes < row
         assert writer.flush()
-    assert short <= writer.row_bytes <= short + 10
-    assert writer.capacity == 1_000_000 // writer.row_bytes  # about 5 500 rows
-    assert writer.dropped == 10_000 - 1_000_000 // row  # none more
+    assert short <= writer.buffer.row_bytes <= short + 10
+    assert writer.buffer.capacity == 1_000_000 // writer.buffer.row_bytes  # about 5 500 rows
+    assert writer.buffer.dropped == 10_000 - 1_000_000 // row  # none more
 
     # INOTIFIER_EVENT_LOG_BUFFER, when set, caps the rows too.
     capped = EventLogWriter("h", capacity=50, interval=3600, prune=False, max_bytes=1_000_000)
     for i in range(80):
-        capped.incoming += (f"/w/{i}", time.time(), key | IN_CREATE, "")
+        capped.buffer.incoming += (f"/w/{i}", time.time(), key | IN_CREATE, "")
     capped.poke()
-    assert (capped.accepted, capped.dropped) == (50, 30)
-    capped._report_drops()
+    assert (capped.buffer.accepted, capped.buffer.dropped) == (50, 30)
+    capped.feeder._report_drops()
     assert "(INOTIFIER_EVENT_LOG_BUFFER = 50 rows): 30 rows dropped" in caplog.text
 
 
@@ -511,71 +512,75 @@ def test_prune_command(db: Any) -> None:
         call_command("inotifier_prune_events", "--max-rows", "-1")
 
 
-def test_writer_prunes_a_little_at_a_time(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writer_prunes_a_little_at_a_time(transactional_db: Any) -> None:
     make_rows(300, timezone.now() - timedelta(days=30), timedelta(seconds=1))
     make_rows(50, timezone.now() - timedelta(minutes=5), timedelta(seconds=1))
-    monkeypatch.setattr(eventlog_mod, "FIRST_PRUNE_DELAY", 0.0)
-    monkeypatch.setattr(eventlog_mod, "PRUNE_BATCH", 100)
-    monkeypatch.setattr(eventlog_mod, "PRUNE_BUDGET", 0.0)  # one batch per cycle
     with override_settings(INOTIFIER_EVENT_LOG_MAX_AGE=86400, INOTIFIER_EVENT_LOG_MAX_ROWS=40):
-        writer = EventLogWriter("h", capacity=100, interval=0.05)
+        # The tuning reaches the writer process inside its StoreConfig.
+        writer = EventLogWriter(
+            "h", capacity=100, interval=0.05, first_prune_delay=0.0, prune_batch=100, prune_budget=0.0
+        )
         writer.start()
         try:
             wait_for(lambda: EventLog.objects.count() == 40, 20)
         finally:
             writer.stop()
-    assert writer.pruned == 310
+    assert writer.buffer.tally.pruned == 310
     assert not EventLog.objects.filter(timestamp__lt=timezone.now() - timedelta(days=1)).exists()
+
+
+def rows_of(paths: list[str]) -> list[Any]:
+    """Rows as the writer receives them, logged now for TAIL."""
+    return [(time.time(), path, "", IN_CREATE, "IN_CREATE", TAIL) for path in paths]
 
 
 def test_each_write_keeps_the_table_within_the_row_limit(
     transactional_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The oldest rows beyond INOTIFIER_EVENT_LOG_MAX_ROWS go in the transaction that added rows."""
-    monkeypatch.setattr(eventlog_mod, "BATCH_SIZE", 300)  # several writes per flush
     with override_settings(INOTIFIER_EVENT_LOG_MAX_ROWS=200, INOTIFIER_EVENT_LOG_MAX_AGE=0):
-        writer = EventLogWriter("h", interval=3600)
+        store = EventLogStore(StoreConfig.from_settings("h", batch_size=300))  # several writes per flush
     counts: list[int] = []
-    real_trim = writer._trim
+    real_trim = store._trim
 
     def trim_and_count(model: Any, inserted: int) -> tuple[int | None, int]:
         result = real_trim(model, inserted)
         counts.append(EventLog.objects.count())  # what the transaction commits
         return result
 
-    monkeypatch.setattr(writer, "_trim", trim_and_count)
-    for i in range(1000):
-        writer.offer(time.time(), fake_event(f"/w/{i:04}"), FakeWatch())
-    assert writer.flush()
+    monkeypatch.setattr(store, "_trim", trim_and_count)
+    store.rows.extend(rows_of([f"/w/{i:04}" for i in range(1000)]))
+    assert store.flush()
     assert len(counts) == 4 and max(counts) <= 200 * 1.02, counts
     assert logged_paths() == {f"/w/{i:04}" for i in range(800, 1000)}  # the newest
-    assert (writer.written, writer.pruned, writer.table_rows) == (1000, 800, 200)
+    assert (store.tally.written, store.tally.pruned, store.table_rows) == (1000, 800, 200)
 
     # Rows of another host, seen at the next count: trimmed as well, oldest first.
     make_rows(500, timezone.now() - timedelta(hours=1), timedelta(seconds=1))
-    monkeypatch.setattr(eventlog_mod, "RECOUNT_INTERVAL", 0.0)
-    writer._next_count = 0.0
-    writer.offer(time.time(), fake_event("/w/last"), FakeWatch())
-    assert writer.flush()
+    store.config = store.config.replace(recount_interval=0.0)
+    store._next_count = 0.0
+    store.rows.extend(rows_of(["/w/last"]))
+    assert store.flush()
     assert EventLog.objects.count() == 200
-    assert "/w/last" in logged_paths() and not EventLog.objects.filter(host="h", pathname__startswith="/srv/").exists()
+    assert (
+        "/w/last" in logged_paths()
+        and not EventLog.objects.filter(host="h", pathname__startswith="/srv/").exists()
+    )
 
 
-def test_a_big_excess_is_left_to_the_budgeted_pass(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A lowered limit: one write deletes at most TRIM_BACKLOG more rows than it adds."""
+def test_a_big_excess_is_left_to_the_budgeted_pass(transactional_db: Any) -> None:
+    """A lowered limit: one write deletes at most trim_backlog more rows than it adds."""
     make_rows(400, timezone.now() - timedelta(hours=1), timedelta(seconds=1))
-    monkeypatch.setattr(eventlog_mod, "TRIM_BACKLOG", 100)
-    monkeypatch.setattr(eventlog_mod, "PRUNE_BATCH", 50)
     with override_settings(INOTIFIER_EVENT_LOG_MAX_ROWS=10, INOTIFIER_EVENT_LOG_MAX_AGE=0):
-        writer = EventLogWriter("h", interval=3600)
+        store = EventLogStore(StoreConfig.from_settings("h", trim_backlog=100, prune_batch=50))
         with CaptureQueriesContext(connection) as queries:
-            writer.offer(time.time(), fake_event("/w/new"), FakeWatch())
-            assert writer.flush()
+            store.rows.extend(rows_of(["/w/new"]))
+            assert store.flush()
         assert EventLog.objects.count() == 401 - 101
         deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
         assert len(deletes) == 3  # 50 + 50 + 1 rows: short statements
-        assert writer._next_prune <= time.monotonic()  # the pass is due at once
-        writer._cycle()
+        assert store._next_prune <= time.monotonic()  # the pass is due at once
+        store._cycle()
     assert EventLog.objects.count() == 10
     assert "/w/new" in logged_paths()
 

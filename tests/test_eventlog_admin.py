@@ -21,7 +21,7 @@ from django.utils import timezone
 from inotifier import eventlog_admin
 from inotifier.eventlog_admin import (
     EstimatedCountPaginator,
-    EventLogQuerySet,
+    IndexProbingQuerySet,
     chart_series,
     distinct_values,
     estimate_count,
@@ -176,7 +176,7 @@ def test_datetimes_and_min_max_probes_match_django(db: Any, tz: str) -> None:
     for i in range(60):
         event(f"/p{i}", when=start + timedelta(hours=i * 13, minutes=i * 7))
     with timezone.override(zoneinfo.ZoneInfo(tz)):
-        fast = EventLogQuerySet(EventLog)
+        fast = IndexProbingQuerySet(EventLog)
         slow = EventLog.objects.all()
         for kind in ("year", "month", "day"):
             assert fast.datetimes("timestamp", kind) == list(slow.datetimes("timestamp", kind)), kind
@@ -195,7 +195,7 @@ def test_datetimes_and_min_max_probes_match_django(db: Any, tz: str) -> None:
             fast.aggregate(first=Min("timestamp"), last=Max("timestamp"))
             fast.datetimes("timestamp", "month")
         assert all("LIMIT 1" in q["sql"] for q in queries.captured_queries)
-    assert EventLogQuerySet(EventLog).filter(pk=-1).datetimes("timestamp", "day") == []
+    assert IndexProbingQuerySet(EventLog).filter(pk=-1).datetimes("timestamp", "day") == []
 
 
 def test_list_page_never_counts_or_scans_the_whole_table(admin_client: Client, rows: dict[str, Any]) -> None:
@@ -426,7 +426,7 @@ def test_non_utf8_name_is_shown_escaped(admin_client: Client, db: Any) -> None:
 
 def test_queryset_is_the_probing_one(admin_client: Client, db: Any) -> None:
     response = admin_client.get(reverse(CHANGELIST))
-    assert isinstance(response.context["cl"].queryset, EventLogQuerySet)
+    assert isinstance(response.context["cl"].queryset, IndexProbingQuerySet)
     assert isinstance(response.context["cl"].queryset, QuerySet)
 
 
@@ -488,11 +488,21 @@ def test_lookups_other_than_the_pages_filters_are_refused_before_any_query(
         assert "inotifier_eventlog" not in q["sql"].lower(), q["sql"]
 
 
-def test_every_link_the_list_offers_is_accepted(admin_client: Client, rows: dict[str, Any], settings: Any) -> None:
-    settings.INOTIFIER_WATCH_PATHS = [["/srv/in", "IN_CREATE", "inotifier.event_processors.AllEventsSignaler"]]
+def test_every_link_the_list_offers_is_accepted(
+    admin_client: Client, rows: dict[str, Any], settings: Any
+) -> None:
+    settings.INOTIFIER_WATCH_PATHS = [
+        ["/srv/in", "IN_CREATE", "inotifier.event_processors.AllEventsSignaler"]
+    ]
     html = admin_client.get(reverse(CHANGELIST)).content.decode()
     links = set(re.findall(r'href="(\?[^"]*)"', html))
-    assert {link.split("=")[0] for link in links} >= {"?event", "?kind", "?watch", "?host", "?timestamp__year"}
+    assert {link.split("=")[0] for link in links} >= {
+        "?event",
+        "?kind",
+        "?watch",
+        "?host",
+        "?timestamp__year",
+    }
     for link in links:
         response = admin_client.get(reverse(CHANGELIST) + link.replace("&amp;", "&"))
         assert response.status_code == 200, link
@@ -503,7 +513,18 @@ def test_every_link_the_list_offers_is_accepted(admin_client: Client, rows: dict
 
 @pytest.mark.parametrize(
     "value",
-    ["r99999999999999999999", "r9223372036854775808", "r0", "r-1", "r\u00b2", "r\u0661", "rabc", "r", "x12", "12"],
+    [
+        "r99999999999999999999",
+        "r9223372036854775808",
+        "r0",
+        "r-1",
+        "r\u00b2",
+        "r\u0661",
+        "rabc",
+        "r",
+        "x12",
+        "12",
+    ],
 )
 def test_a_watch_value_that_is_no_valid_id_gives_an_empty_list(
     admin_client: Client, rows: dict[str, Any], value: str
@@ -584,7 +605,9 @@ def test_a_search_over_its_time_budget_gives_the_page_with_a_message(
             assert cursor.fetchone()[0] == "0"
 
 
-def test_a_search_within_its_budget_answers_as_usual(admin_client: Client, rows: dict[str, Any], settings: Any) -> None:
+def test_a_search_within_its_budget_answers_as_usual(
+    admin_client: Client, rows: dict[str, Any], settings: Any
+) -> None:
     settings.INOTIFIER_ADMIN_QUERY_TIMEOUT = 5.0
     response = admin_client.get(reverse(CHANGELIST), {"q": "report"})
     assert [r.pk for r in response.context["cl"].result_list] == [rows["file"].pk]
@@ -631,10 +654,18 @@ def test_the_watch_filter_lists_the_most_recently_active_watches_when_there_are_
     from inotifier.models import WatchState
 
     now = timezone.now()
-    watches = WatchPath.objects.bulk_create(WatchPath(path=f"/srv/w{i:03}", mask=IN_CREATE) for i in range(60))
+    watches = WatchPath.objects.bulk_create(
+        WatchPath(path=f"/srv/w{i:03}", mask=IN_CREATE) for i in range(60)
+    )
     WatchState.objects.bulk_create(
-        WatchState(host="alpha", key=f"row:{w.pk}", watch=w, path=w.path, state="active",
-                   last_event=now - timedelta(minutes=i))
+        WatchState(
+            host="alpha",
+            key=f"row:{w.pk}",
+            watch=w,
+            path=w.path,
+            state="active",
+            last_event=now - timedelta(minutes=i),
+        )
         for i, w in enumerate(watches)
     )
     html = admin_client.get(reverse(CHANGELIST)).content.decode()
@@ -650,7 +681,9 @@ def test_the_watch_filter_lists_the_most_recently_active_watches_when_there_are_
 
 
 def test_the_watch_filter_lists_every_watch_when_there_are_few(admin_client: Client, db: Any) -> None:
-    watches = WatchPath.objects.bulk_create(WatchPath(path=f"/srv/w{i:03}", mask=IN_CREATE) for i in range(20))
+    watches = WatchPath.objects.bulk_create(
+        WatchPath(path=f"/srv/w{i:03}", mask=IN_CREATE) for i in range(20)
+    )
     html = admin_client.get(reverse(CHANGELIST)).content.decode()
     assert re.findall(r"\?watch=r(\d+)", html) == [str(w.pk) for w in watches]
     assert "inotifier-watch-filter-note" not in html

@@ -99,9 +99,7 @@ def test_recursive_tree_growing_fast(daemon: Daemon, watch_dir: Path) -> None:
 
 def test_queue_overflow_is_loud_counted_and_resynced(daemon: Daemon, watch_dir: Path) -> None:
     max_queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    daemon.watch_paths = [
-        [str(watch_dir), "IN_CREATE", SIGNALER, {"recursive": True, "auto_add": True}]
-    ]
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER, {"recursive": True, "auto_add": True}]]
     pid = daemon.start()
     burst = watch_dir / "burst"
     burst.mkdir()
@@ -126,10 +124,13 @@ def test_queue_overflow_is_loud_counted_and_resynced(daemon: Daemon, watch_dir: 
 
 def run_limited(daemon: Daemon, limit: int, command: list[str]) -> subprocess.Popen[str]:
     """Run the daemon in a user namespace whose inotify watch limit is ``limit``."""
-    script = f"echo {limit} > /proc/sys/user/max_inotify_watches && exec \"$@\""
+    script = f'echo {limit} > /proc/sys/user/max_inotify_watches && exec "$@"'
     return subprocess.Popen(
         ["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh", *command],
-        env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=daemon.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -167,7 +168,8 @@ def test_permission_denied(daemon: Daemon, watch_dir: Path, tmp_path: Path) -> N
 
     probe = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", ""],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if probe.returncode != 0:
         # e.g. pyenv's 3.12/3.13 load libpython from a 0700 directory under /root.
@@ -204,9 +206,22 @@ def test_permission_denied(daemon: Daemon, watch_dir: Path, tmp_path: Path) -> N
     env["INOTIFIER_DAEMON_STDERR"] = ""
     env["INOTIFIER_DAEMON_STDOUT"] = ""
     proc = subprocess.Popen(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "django", "inotifier_start", "--foreground"],
-        env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "django",
+            "inotifier_start",
+            "--foreground",
+        ],
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for(lambda: WatchState.objects.count() == 3 or proc.poll() is not None, 30)
@@ -258,8 +273,11 @@ def test_kill_9_during_a_flood_then_start(daemon: Daemon, watch_dir: Path) -> No
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
     pid = daemon.start()
     writer = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import os\nfor i in range(20000): open(os.path.join({str(watch_dir)!r}, f'f{{i}}'), 'w').close()"]
+        [
+            sys.executable,
+            "-c",
+            f"import os\nfor i in range(20000): open(os.path.join({str(watch_dir)!r}, f'f{{i}}'), 'w').close()",
+        ]
     )
     time.sleep(0.3)
     os.kill(pid, signal.SIGKILL)
@@ -366,6 +384,7 @@ def test_hostile_file_names_are_delivered_logged_and_stored_safely(daemon: Daemo
     for line in daemon.stderr_text().splitlines():
         if "raised on IN_CREATE" in line:
             assert line.rstrip().endswith("the daemon goes on"), line
+
     # Stored: every name of the signalled folder, the non-UTF-8 one escaped losslessly.
     def stored() -> dict[bytes, EventLog]:
         rows = EventLog.objects.filter(pathname__startswith=str(signalled))

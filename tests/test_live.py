@@ -45,18 +45,14 @@ def keep_probing(daemon: Daemon, directory: Path, prefix: str, timeout: float) -
 def wait_applied(timeout: float = 5.0) -> None:
     """Wait until the daemon reports it applied the current config version."""
     version = ConfigVersion.current()
-    wait_for(
-        lambda: DaemonStatus.objects.filter(version_applied__gte=version).exists(), timeout
-    )
+    wait_for(lambda: DaemonStatus.objects.filter(version_applied__gte=version).exists(), timeout)
 
 
 def state_of(row: WatchPath) -> WatchState | None:
     return WatchState.objects.filter(watch=row).first()
 
 
-def test_row_added_through_the_orm_is_live_within_the_poll_interval(
-    daemon: Daemon, watch_dir: Path
-) -> None:
+def test_row_added_through_the_orm_is_live_within_the_poll_interval(daemon: Daemon, watch_dir: Path) -> None:
     daemon.start()
     row = WatchPath.objects.create(path=str(watch_dir), mask=IN_CREATE, processor=SIGNALER)
     # Poll interval is 0.5 s in these tests: live well within 0.5 s + reconcile time.

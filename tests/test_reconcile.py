@@ -135,7 +135,11 @@ def test_recursive_and_exclude(live: Daemon, watch_dir: Path) -> None:
     for sub in ("keep/deep", "skip/deep", "node_modules/x"):
         (watch_dir / sub).mkdir(parents=True)
     row = WatchPath.objects.create(
-        path=str(watch_dir), mask=IN_CREATE, processor=LIST, recursive=True, auto_add=True,
+        path=str(watch_dir),
+        mask=IN_CREATE,
+        processor=LIST,
+        recursive=True,
+        auto_add=True,
         exclude="skip\n*/node_modules",
     )
     live.reconcile()

@@ -53,7 +53,9 @@ def test_the_example_passes_manage_py_check(daemon: Daemon, project: Path) -> No
         (project / name).mkdir()
     result = daemon.manage("check")
     assert (result.returncode, result.stdout, result.stderr) == (
-        0, "System check identified no issues (0 silenced).\n", ""
+        0,
+        "System check identified no issues (0 silenced).\n",
+        "",
     )
 
 

@@ -17,7 +17,7 @@ from inotifier.daemon.runner import Daemon
 from inotifier.daemon.watches import InotifierEvent
 from inotifier.event_processors import AllEventsSignaler, CreateSignaler
 
-from .test_event_processors import in_daemon, pump  # noqa: F401  (the fixture, used below)
+from .conftest import pump
 
 
 class Slotted:
@@ -118,16 +118,30 @@ def test_the_event_signals_are_caching_signals() -> None:
         assert isinstance(signal, Signal) and signal.use_caching
         assert isinstance(signal, signals.EventSignal)
     assert set(signals.SIGNALS) == {
-        "IN_ACCESS", "IN_ATTRIB", "IN_CLOSE_NOWRITE", "IN_CLOSE_WRITE", "IN_CREATE", "IN_DELETE",
-        "IN_DELETE_SELF", "IN_IGNORED", "IN_MODIFY", "IN_MOVE_SELF", "IN_MOVED_FROM", "IN_MOVED_TO",
-        "IN_OPEN", "IN_Q_OVERFLOW", "IN_UNMOUNT",
+        "IN_ACCESS",
+        "IN_ATTRIB",
+        "IN_CLOSE_NOWRITE",
+        "IN_CLOSE_WRITE",
+        "IN_CREATE",
+        "IN_DELETE",
+        "IN_DELETE_SELF",
+        "IN_IGNORED",
+        "IN_MODIFY",
+        "IN_MOVE_SELF",
+        "IN_MOVED_FROM",
+        "IN_MOVED_TO",
+        "IN_OPEN",
+        "IN_Q_OVERFLOW",
+        "IN_UNMOUNT",
     }
     for name, signal in signals.SIGNALS.items():
         assert getattr(signals, name.lower()) is signal
 
 
 def test_a_receiver_sending_by_hand_inside_the_daemon(
-    in_daemon: Any, watch_dir: Path, heard: list[Any]  # noqa: F811
+    in_process: Any,
+    watch_dir: Path,
+    heard: list[Any],
 ) -> None:
     """A receiver that re-sends by hand with sender=None (as 2010-era code did) works in the daemon."""
     forwarded: list[str] = []
@@ -140,7 +154,7 @@ def test_a_receiver_sending_by_hand_inside_the_daemon(
 
     signals.in_close_write.connect(forward, weak=False)
     try:
-        d: Daemon = in_daemon(
+        d: Daemon = in_process(
             [(str(watch_dir), "IN_CLOSE_WRITE", "inotifier.event_processors.AllEventsSignaler")]
         )
         (watch_dir / "f").write_text("x")

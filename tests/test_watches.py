@@ -169,5 +169,7 @@ def test_healthy_watches_are_summarised_and_each_problem_logged_once(
     os.mkdir(watch_dir / "nowhere")
     with caplog.at_level(logging.INFO, logger="inotifier"):
         d.check_missing()
-    assert any("watching" in line and "nowhere" in line and "again" in line for line in
-               [r.getMessage() for r in caplog.records])
+    assert any(
+        "watching" in line and "nowhere" in line and "again" in line
+        for line in [r.getMessage() for r in caplog.records]
+    )

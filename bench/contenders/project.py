@@ -146,13 +146,7 @@ def _run_stream(ctx: StreamContext, database_url: str | None, event_log: bool) -
         sig.connect(receiver, weak=False)
     # The loop the daemon runs (inotifier_start --foreground) minus the pid file;
     # use_database only when the event log needs it.
-    daemon = Daemon(install_signal_handlers=False, use_database=False)
-    daemon.setup()
-    assert daemon.reader is not None
-    daemon.reader.start()
-    if daemon.event_log is not None:
-        daemon.event_log.start()
-    daemon.reconcile()
+    daemon = Daemon(install_signal_handlers=False, use_database=False).start()
 
     if event_log:
         writer = daemon.event_log
@@ -162,15 +156,15 @@ def _run_stream(ctx: StreamContext, database_url: str | None, event_log: bool) -
             # Every row accepted is in the table: the writer counts what it committed.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if not writer.pending and writer.written >= rec.report()["received"]:
+                if not writer.buffer.pending and writer.buffer.tally.written >= rec.report()["received"]:
                     break
                 time.sleep(0.002)
             done = time.monotonic_ns()
-            rec.extras["rows_written"] = float(writer.written)
-            rec.extras["rows_dropped"] = float(writer.dropped)
+            rec.extras["rows_written"] = float(writer.buffer.tally.written)
+            rec.extras["rows_dropped"] = float(writer.buffer.dropped)
             rec.extras["rows_complete_at_ns"] = float(done)
             if first:
-                rec.extras["rows_per_s"] = writer.written / max((done - first[0]) / 1e9, 1e-9)
+                rec.extras["rows_per_s"] = writer.buffer.tally.written / max((done - first[0]) / 1e9, 1e-9)
 
         ctx.at_finish(rows_done)
     ctx.ready()
@@ -208,15 +202,11 @@ def project_log_postgres(ctx: StreamContext) -> None:
 @setup("project", "django-inotifier recursive WatchPath", project=True)
 def project_setup(ctx: SetupContext) -> SetupResult:
     """Target 6: recursive setup of ``ctx.root``."""
-    _configure(
-        [(ctx.root, ctx.mask, SIGNALER, {"recursive": True, "auto_add": True})], None
-    )
+    _configure([(ctx.root, ctx.mask, SIGNALER, {"recursive": True, "auto_add": True})], None)
     from inotifier.daemon.runner import Daemon
 
     ctx.begin()
-    daemon = Daemon(install_signal_handlers=False, use_database=False)
-    daemon.setup()
-    daemon.reconcile()
+    daemon = Daemon(install_signal_handlers=False, use_database=False).start()
     return SetupResult(keep=daemon)
 
 
@@ -289,8 +279,11 @@ class _RealDaemon:
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "django", *args], env=self.env, capture_output=True,
-            text=True, timeout=120,
+            [sys.executable, "-m", "django", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if result.returncode != 0:
             raise RuntimeError(f"{args}: {result.stderr[-2000:]}")
@@ -349,8 +342,10 @@ def project_reload(ctx: TaskContext) -> dict[str, float]:
                 else:
                     t0 = time.monotonic_ns()
                     proc = subprocess.Popen(
-                        [sys.executable, "-m", "django", "inotifier_reload"], env=real.env,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        [sys.executable, "-m", "django", "inotifier_reload"],
+                        env=real.env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
                     )
                     proc.wait(60)
                     t_exit = time.monotonic_ns()
@@ -404,13 +399,10 @@ def project_reconcile(ctx: TaskContext) -> dict[str, float]:
     for i in range(rows):
         os.makedirs(os.path.join(base, f"d{i}"), exist_ok=True)
     WatchPath.objects.bulk_create(
-        [WatchPath(path=os.path.join(base, f"d{i}"), mask=0x100, processor=SIGNALER)
-         for i in range(rows)],
+        [WatchPath(path=os.path.join(base, f"d{i}"), mask=0x100, processor=SIGNALER) for i in range(rows)],
         batch_size=1000,
     )
-    daemon = Daemon(install_signal_handlers=False, hostname="bench")
-    daemon.setup()
-    daemon.reconcile(force=True)
+    daemon = Daemon(install_signal_handlers=False, hostname="bench").start()
     times, touched = [], []
     for i in range(5):
         row = WatchPath.objects.get(path=os.path.join(base, f"d{i * 7}"))
@@ -420,7 +412,7 @@ def project_reconcile(ctx: TaskContext) -> dict[str, float]:
         plan = daemon.reconcile()
         times.append((time.perf_counter() - started) * 1000)
         touched.append(plan.touched)
-    daemon.shutdown()
+    daemon.close()
     return {
         "reconcile_ms": statistics.median(times),
         "reconcile_max_ms": max(times),

@@ -22,7 +22,9 @@ def file_created(sender: Any, event: Any, **kwargs: Any) -> None:
     else:
         logger.info(
             "%s created: %s (from %s)",
-            "directory" if event.dir else "file", event.pathname, type(sender).__name__,
+            "directory" if event.dir else "file",
+            event.pathname,
+            type(sender).__name__,
         )
 
 

@@ -60,10 +60,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 WATCHED = env("DEMO_WATCHED_DIR", default=str(BASE_DIR / "watched"))
 INOTIFIER_WATCH_PATHS = [
-    (f"{WATCHED}/inbox", "IN_CREATE|IN_CLOSE_WRITE|IN_MOVED_TO|IN_DELETE",
-     "inotifier.event_processors.AllEventsPrinter"),
-    (f"{WATCHED}/uploads", "IN_CREATE|IN_MOVED_FROM|IN_MOVED_TO",
-     "inotifier.event_processors.CreateViaChunksSignaler"),
+    (
+        f"{WATCHED}/inbox",
+        "IN_CREATE|IN_CLOSE_WRITE|IN_MOVED_TO|IN_DELETE",
+        "inotifier.event_processors.AllEventsPrinter",
+    ),
+    (
+        f"{WATCHED}/uploads",
+        "IN_CREATE|IN_MOVED_FROM|IN_MOVED_TO",
+        "inotifier.event_processors.CreateViaChunksSignaler",
+    ),
 ]
 INOTIFIER_ALLOWED_ROOTS = env.list("INOTIFIER_ALLOWED_ROOTS", default=[WATCHED])
 INOTIFIER_EVENT_LOG = env.bool("INOTIFIER_EVENT_LOG", default=True)
@@ -74,6 +80,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"inotifier": {"handlers": ["stderr"], "level": "INFO"},
-                "demo": {"handlers": ["stderr"], "level": "INFO"}},
+    "loggers": {
+        "inotifier": {"handlers": ["stderr"], "level": "INFO"},
+        "demo": {"handlers": ["stderr"], "level": "INFO"},
+    },
 }

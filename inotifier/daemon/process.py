@@ -37,9 +37,7 @@ def open_output(path: str | None) -> int:
     if not path:
         return os.open(os.devnull, os.O_WRONLY)
     try:
-        return os.open(
-            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640
-        )
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             message = _("refusing output file %(path)s: it is a symbolic link") % {"path": path}
@@ -178,9 +176,7 @@ def _wait_ready(read_fd: int, timeout: float, stderr_path: str | None) -> int:
         raise StartError(text[6:])
     if exited:
         if stderr_path:
-            raise StartError(
-                _("the daemon exited during start-up (see %(path)s)") % {"path": stderr_path}
-            )
+            raise StartError(_("the daemon exited during start-up (see %(path)s)") % {"path": stderr_path})
         raise StartError(_("the daemon exited during start-up"))
     raise StartError(
         _(

@@ -20,7 +20,7 @@ from . import reconcile as reconcile_mod
 from .dbguard import DatabaseGuard
 from .desired import DesiredState
 from .dispatch import Dispatcher
-from .eventlog import EventLogWriter
+from .eventlog import EventLog
 from .events import make_event
 from .kernel import HEADER_SIZE, Inotify, read_sysctl
 from .reader import Reader
@@ -92,7 +92,7 @@ class Daemon:
         poll = float(app_settings.INOTIFIER_POLL_INTERVAL)
         resync = float(app_settings.INOTIFIER_RESYNC_INTERVAL)
         self.deadlines = Deadlines(poll=poll, missing=poll, resync=resync)
-        self.event_log: EventLogWriter | None = None
+        self.event_log: EventLog | None = None
         self.reader: Reader | None = None  # None: not started, or closed
         self.waker: Waker | None = None
         # Made by setup(): the watch set, the dispatcher, the status reporter.
@@ -112,7 +112,7 @@ class Daemon:
         inotify = Inotify()
         self.waker = Waker()
         if app_settings.INOTIFIER_EVENT_LOG:
-            self.event_log = EventLogWriter(self.hostname)
+            self.event_log = EventLog(self.hostname)
         self.reader = Reader(
             inotify.fd, self.waker.wake, int(app_settings.INOTIFIER_QUEUE_SIZE) * (HEADER_SIZE + 16)
         )
@@ -292,8 +292,14 @@ class Daemon:
             logger.info(
                 "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged; "
                 "%d watches: %d active, %d missing, %d in error",
-                elapsed, len(plan.add), len(plan.remove), len(plan.update), len(plan.unchanged),
-                len(self.watchset.watches), counts[State.ACTIVE], counts[State.MISSING],
+                elapsed,
+                len(plan.add),
+                len(plan.remove),
+                len(plan.update),
+                len(plan.unchanged),
+                len(self.watchset.watches),
+                counts[State.ACTIVE],
+                counts[State.MISSING],
                 counts[State.ERROR],
             )
         self.status.dirty = True

@@ -180,7 +180,10 @@ class ActiveWatch:
         """Watch the directories below ``top`` (open as ``fd``); ``synthesize``: deliver what is there."""
         cfg = self.cfg
         return walk_tree(
-            table, self, fd, top,
+            table,
+            self,
+            fd,
+            top,
             excludes=cfg.excludes,
             kernel_mask=cfg.kernel_mask,
             found=self._synthesize if synthesize else None,

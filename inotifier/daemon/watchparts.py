@@ -36,7 +36,8 @@ TRACEBACKS_PER_MINUTE = 10
 class LogSink(Protocol):
     """The event log's side the read loop appends to (``eventlog`` rows, flat)."""
 
-    incoming: list[Any]
+    @property
+    def incoming(self) -> list[Any]: ...
 
     def tail_key(self, watch_id: int | None, label: str) -> int: ...
 
@@ -91,7 +92,8 @@ class ErrorLog:
             if self.in_window > TRACEBACKS_PER_MINUTE:
                 logger.error(
                     "watch %s: %d more processor errors in the last minute (tracebacks skipped)",
-                    spec.label, self.in_window - TRACEBACKS_PER_MINUTE,
+                    spec.label,
+                    self.in_window - TRACEBACKS_PER_MINUTE,
                 )
             self.window = now
             self.in_window = 0
@@ -99,7 +101,9 @@ class ErrorLog:
         if self.in_window <= TRACEBACKS_PER_MINUTE:
             logger.error(
                 "processor %s raised on %s %r (watch %s); the daemon goes on",
-                spec.processor, getattr(event, "maskname", "?"),
-                getattr(event, "pathname", "?"), spec.label,
+                spec.processor,
+                getattr(event, "maskname", "?"),
+                getattr(event, "pathname", "?"),
+                spec.label,
                 exc_info=exc,
             )

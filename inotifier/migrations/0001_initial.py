@@ -5,119 +5,246 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ConfigVersion',
+            name="ConfigVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.BigIntegerField(default=0, verbose_name='version')),
-                ('changed', models.DateTimeField(auto_now=True, verbose_name='changed')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.BigIntegerField(default=0, verbose_name="version")),
+                ("changed", models.DateTimeField(auto_now=True, verbose_name="changed")),
             ],
             options={
-                'verbose_name': 'configuration version',
-                'verbose_name_plural': 'configuration version',
+                "verbose_name": "configuration version",
+                "verbose_name_plural": "configuration version",
             },
         ),
         migrations.CreateModel(
-            name='DaemonStatus',
+            name="DaemonStatus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('host', models.CharField(max_length=255, unique=True, verbose_name='host')),
-                ('pid', models.IntegerField(blank=True, null=True, verbose_name='pid')),
-                ('running', models.BooleanField(default=False, verbose_name='running')),
-                ('started', models.DateTimeField(blank=True, null=True, verbose_name='started')),
-                ('heartbeat', models.DateTimeField(blank=True, null=True, verbose_name='last heartbeat')),
-                ('version_applied', models.BigIntegerField(default=0, verbose_name='config version applied')),
-                ('kernel_watches', models.IntegerField(default=0, verbose_name='kernel watches')),
-                ('events', models.BigIntegerField(default=0, verbose_name='events')),
-                ('errors', models.BigIntegerField(default=0, verbose_name='processor errors')),
-                ('overflows', models.IntegerField(default=0, verbose_name='queue overflows')),
-                ('queue_peak', models.IntegerField(default=0, verbose_name='queue peak')),
-                ('log_dropped', models.BigIntegerField(default=0, verbose_name='event log rows dropped')),
-                ('progress', models.CharField(blank=True, max_length=255, verbose_name='progress')),
-                ('message', models.TextField(blank=True, verbose_name='message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("host", models.CharField(max_length=255, unique=True, verbose_name="host")),
+                ("pid", models.IntegerField(blank=True, null=True, verbose_name="pid")),
+                ("running", models.BooleanField(default=False, verbose_name="running")),
+                ("started", models.DateTimeField(blank=True, null=True, verbose_name="started")),
+                ("heartbeat", models.DateTimeField(blank=True, null=True, verbose_name="last heartbeat")),
+                ("version_applied", models.BigIntegerField(default=0, verbose_name="config version applied")),
+                ("kernel_watches", models.IntegerField(default=0, verbose_name="kernel watches")),
+                ("events", models.BigIntegerField(default=0, verbose_name="events")),
+                ("errors", models.BigIntegerField(default=0, verbose_name="processor errors")),
+                ("overflows", models.IntegerField(default=0, verbose_name="queue overflows")),
+                ("queue_peak", models.IntegerField(default=0, verbose_name="queue peak")),
+                ("log_dropped", models.BigIntegerField(default=0, verbose_name="event log rows dropped")),
+                ("progress", models.CharField(blank=True, max_length=255, verbose_name="progress")),
+                ("message", models.TextField(blank=True, verbose_name="message")),
             ],
             options={
-                'verbose_name': 'daemon status',
-                'verbose_name_plural': 'daemon status',
-                'ordering': ('host',),
+                "verbose_name": "daemon status",
+                "verbose_name_plural": "daemon status",
+                "ordering": ("host",),
             },
         ),
         migrations.CreateModel(
-            name='WatchPath',
+            name="WatchPath",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(help_text='Absolute path of the directory (or file) to watch.', max_length=4096, verbose_name='path')),
-                ('mask', models.PositiveIntegerField(default=4095, help_text='The inotify events to report, as an integer of pyinotify bits.', verbose_name='events')),
-                ('processor', models.CharField(default='inotifier.event_processors.AllEventsSignaler', help_text='Dotted path of the pyinotify ProcessEvent class that handles the events.', max_length=255, verbose_name='processor')),
-                ('enabled', models.BooleanField(default=True, help_text='Disabled watches are not watched.', verbose_name='enabled')),
-                ('recursive', models.BooleanField(default=False, help_text='Also watch every subdirectory.', verbose_name='recursive')),
-                ('auto_add', models.BooleanField(default=False, help_text='Watch subdirectories created after the watch was set up.', verbose_name='auto add')),
-                ('exclude', models.TextField(blank=True, help_text="Glob patterns, one per line, of paths not to watch or report (a pattern without '/' matches the last part of the path). An excluded directory costs no kernel watch.", verbose_name='exclude')),
-                ('host', models.CharField(blank=True, db_index=True, help_text='Only the daemon on this host watches it; blank means every daemon.', max_length=255, verbose_name='host')),
-                ('event_log', models.BooleanField(default=True, help_text="Record this watch's events in the event log (when INOTIFIER_EVENT_LOG is on).", verbose_name='log events')),
-                ('description', models.TextField(blank=True, verbose_name='description')),
-                ('created', models.DateTimeField(auto_now_add=True, verbose_name='created')),
-                ('updated', models.DateTimeField(auto_now=True, verbose_name='updated')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "path",
+                    models.CharField(
+                        help_text="Absolute path of the directory (or file) to watch.",
+                        max_length=4096,
+                        verbose_name="path",
+                    ),
+                ),
+                (
+                    "mask",
+                    models.PositiveIntegerField(
+                        default=4095,
+                        help_text="The inotify events to report, as an integer of pyinotify bits.",
+                        verbose_name="events",
+                    ),
+                ),
+                (
+                    "processor",
+                    models.CharField(
+                        default="inotifier.event_processors.AllEventsSignaler",
+                        help_text="Dotted path of the pyinotify ProcessEvent class that handles the events.",
+                        max_length=255,
+                        verbose_name="processor",
+                    ),
+                ),
+                (
+                    "enabled",
+                    models.BooleanField(
+                        default=True, help_text="Disabled watches are not watched.", verbose_name="enabled"
+                    ),
+                ),
+                (
+                    "recursive",
+                    models.BooleanField(
+                        default=False, help_text="Also watch every subdirectory.", verbose_name="recursive"
+                    ),
+                ),
+                (
+                    "auto_add",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Watch subdirectories created after the watch was set up.",
+                        verbose_name="auto add",
+                    ),
+                ),
+                (
+                    "exclude",
+                    models.TextField(
+                        blank=True,
+                        help_text="Glob patterns, one per line, of paths not to watch or report (a pattern without '/' matches the last part of the path). An excluded directory costs no kernel watch.",
+                        verbose_name="exclude",
+                    ),
+                ),
+                (
+                    "host",
+                    models.CharField(
+                        blank=True,
+                        db_index=True,
+                        help_text="Only the daemon on this host watches it; blank means every daemon.",
+                        max_length=255,
+                        verbose_name="host",
+                    ),
+                ),
+                (
+                    "event_log",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Record this watch's events in the event log (when INOTIFIER_EVENT_LOG is on).",
+                        verbose_name="log events",
+                    ),
+                ),
+                ("description", models.TextField(blank=True, verbose_name="description")),
+                ("created", models.DateTimeField(auto_now_add=True, verbose_name="created")),
+                ("updated", models.DateTimeField(auto_now=True, verbose_name="updated")),
             ],
             options={
-                'verbose_name': 'watch path',
-                'verbose_name_plural': 'watch paths',
-                'ordering': ('path', 'pk'),
+                "verbose_name": "watch path",
+                "verbose_name_plural": "watch paths",
+                "ordering": ("path", "pk"),
             },
         ),
         migrations.CreateModel(
-            name='EventLog',
+            name="EventLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('timestamp', models.DateTimeField(verbose_name='time')),
-                ('pathname', models.TextField(verbose_name='path')),
-                ('src_pathname', models.TextField(blank=True, verbose_name='moved from')),
-                ('escaped', models.BooleanField(default=False, help_text='The file name was not valid UTF-8: backslashes are doubled and each undecodable byte is written as \\xNN (see EventLog.raw_pathname).', verbose_name='escaped')),
-                ('mask', models.PositiveIntegerField(verbose_name='mask')),
-                ('maskname', models.CharField(max_length=64, verbose_name='event')),
-                ('is_dir', models.BooleanField(default=False, verbose_name='directory')),
-                ('watch_label', models.CharField(blank=True, max_length=4096, verbose_name='watch label')),
-                ('host', models.CharField(max_length=255, verbose_name='host')),
-                ('watch', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='inotifier.watchpath', verbose_name='watch')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("timestamp", models.DateTimeField(verbose_name="time")),
+                ("pathname", models.TextField(verbose_name="path")),
+                ("src_pathname", models.TextField(blank=True, verbose_name="moved from")),
+                (
+                    "escaped",
+                    models.BooleanField(
+                        default=False,
+                        help_text="The file name was not valid UTF-8: backslashes are doubled and each undecodable byte is written as \\xNN (see EventLog.raw_pathname).",
+                        verbose_name="escaped",
+                    ),
+                ),
+                ("mask", models.PositiveIntegerField(verbose_name="mask")),
+                ("maskname", models.CharField(max_length=64, verbose_name="event")),
+                ("is_dir", models.BooleanField(default=False, verbose_name="directory")),
+                ("watch_label", models.CharField(blank=True, max_length=4096, verbose_name="watch label")),
+                ("host", models.CharField(max_length=255, verbose_name="host")),
+                (
+                    "watch",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="events",
+                        to="inotifier.watchpath",
+                        verbose_name="watch",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'event',
-                'verbose_name_plural': 'events',
-                'ordering': ('-timestamp', '-id'),
-                'indexes': [models.Index(fields=['-timestamp', '-id'], name='inotifier_eventlog_recent'), models.Index(fields=['maskname', '-timestamp'], name='inotifier_eventlog_event'), models.Index(fields=['host', '-timestamp'], name='inotifier_eventlog_host')],
+                "verbose_name": "event",
+                "verbose_name_plural": "events",
+                "ordering": ("-timestamp", "-id"),
+                "indexes": [
+                    models.Index(fields=["-timestamp", "-id"], name="inotifier_eventlog_recent"),
+                    models.Index(fields=["maskname", "-timestamp"], name="inotifier_eventlog_event"),
+                    models.Index(fields=["host", "-timestamp"], name="inotifier_eventlog_host"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='WatchState',
+            name="WatchState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('host', models.CharField(max_length=255, verbose_name='host')),
-                ('key', models.CharField(max_length=64, verbose_name='key')),
-                ('source', models.CharField(default='admin', max_length=16, verbose_name='source')),
-                ('path', models.CharField(max_length=4096, verbose_name='path')),
-                ('mask', models.PositiveIntegerField(default=0, verbose_name='events')),
-                ('processor', models.CharField(blank=True, max_length=255, verbose_name='processor')),
-                ('state', models.CharField(choices=[('active', 'active'), ('missing', 'missing'), ('error', 'error')], max_length=16, verbose_name='state')),
-                ('message', models.TextField(blank=True, verbose_name='message')),
-                ('kernel_watches', models.IntegerField(default=0, verbose_name='kernel watches')),
-                ('events', models.BigIntegerField(default=0, verbose_name='events')),
-                ('errors', models.BigIntegerField(default=0, verbose_name='processor errors')),
-                ('last_event', models.DateTimeField(blank=True, null=True, verbose_name='last event')),
-                ('updated', models.DateTimeField(auto_now=True, verbose_name='updated')),
-                ('watch', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='states', to='inotifier.watchpath', verbose_name='watch')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("host", models.CharField(max_length=255, verbose_name="host")),
+                ("key", models.CharField(max_length=64, verbose_name="key")),
+                ("source", models.CharField(default="admin", max_length=16, verbose_name="source")),
+                ("path", models.CharField(max_length=4096, verbose_name="path")),
+                ("mask", models.PositiveIntegerField(default=0, verbose_name="events")),
+                ("processor", models.CharField(blank=True, max_length=255, verbose_name="processor")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("active", "active"), ("missing", "missing"), ("error", "error")],
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                ("message", models.TextField(blank=True, verbose_name="message")),
+                ("kernel_watches", models.IntegerField(default=0, verbose_name="kernel watches")),
+                ("events", models.BigIntegerField(default=0, verbose_name="events")),
+                ("errors", models.BigIntegerField(default=0, verbose_name="processor errors")),
+                ("last_event", models.DateTimeField(blank=True, null=True, verbose_name="last event")),
+                ("updated", models.DateTimeField(auto_now=True, verbose_name="updated")),
+                (
+                    "watch",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="states",
+                        to="inotifier.watchpath",
+                        verbose_name="watch",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'watch state',
-                'verbose_name_plural': 'watch states',
-                'ordering': ('host', 'path'),
-                'constraints': [models.UniqueConstraint(fields=('host', 'key'), name='inotifier_watchstate_host_key')],
+                "verbose_name": "watch state",
+                "verbose_name_plural": "watch states",
+                "ordering": ("host", "path"),
+                "constraints": [
+                    models.UniqueConstraint(fields=("host", "key"), name="inotifier_watchstate_host_key")
+                ],
             },
         ),
     ]

@@ -46,7 +46,7 @@ class Command(InotifierCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ...daemon.eventlog import prune_events
+        from ...models import EventLog
 
         for name in ("max_age", "max_rows"):
             if options[name] is not None and options[name] < 0:
@@ -57,8 +57,8 @@ class Command(InotifierCommand):
         if options["batch"] < 1:
             raise CommandError(_("--batch must be at least 1."))
         try:
-            deleted = prune_events(
-                options["max_age"], options["max_rows"], options["batch"], options["database"]
+            deleted, _done = EventLog.objects.using(options["database"]).prune(
+                options["max_age"], options["max_rows"], options["batch"]
             )
         except DatabaseError as exc:
             raise CommandError(

@@ -25,11 +25,14 @@ class Command(InotifierCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--foreground", action="store_true",
+            "--foreground",
+            action="store_true",
             help=_("Run attached to the terminal, logging to stderr (systemd, supervisor, containers)."),
         )
         parser.add_argument(
-            "--timeout", type=float, default=None,
+            "--timeout",
+            type=float,
+            default=None,
             help=_("Seconds to wait for the detached daemon to report it is watching."),
         )
 
@@ -61,8 +64,6 @@ class Command(InotifierCommand):
             ) from None
         except (PidFileError, process.StartError) as exc:
             # The message names files (pid, output) whose names anyone may have chosen.
-            raise CommandError(
-                _("File monitoring did not start: %s") % printable_lines(str(exc))
-            ) from None
+            raise CommandError(_("File monitoring did not start: %s") % printable_lines(str(exc))) from None
         if os.getpid() != pid:
             self.stdout.write(self.style.SUCCESS(_("File monitoring started (pid %d)") % pid))

@@ -38,7 +38,8 @@ class Command(InotifierCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--all-hosts", action="store_true",
+            "--all-hosts",
+            action="store_true",
             help=_("Show the daemons and watches of every host."),
         )
 
@@ -139,7 +140,8 @@ class Command(InotifierCommand):
             # what it reported (an error's reason above all) in the message.
             label = UNKNOWN
             message = _("%(unknown)s, last reported %(state)s") % {
-                "unknown": UNKNOWN_LABEL, "state": shown,
+                "unknown": UNKNOWN_LABEL,
+                "state": shown,
             }
             if state.message:
                 message += ": " + state.message
@@ -149,9 +151,14 @@ class Command(InotifierCommand):
         if all_hosts:
             cells.append(printable(state.host))
         cells += [
-            printable(state.source), printable(state.path), describe_mask(state.mask),
-            printable(state.processor), str(state.kernel_watches), str(state.events),
-            _when(state.last_event), printable(message, backslash=False),
+            printable(state.source),
+            printable(state.path),
+            describe_mask(state.mask),
+            printable(state.processor),
+            str(state.kernel_watches),
+            str(state.events),
+            _when(state.last_event),
+            printable(message, backslash=False),
         ]
         return tuple(cells)
 
@@ -161,8 +168,14 @@ class Command(InotifierCommand):
         if all_hosts:
             header.append(_("HOST"))
         header += [
-            _("SOURCE"), _("PATH"), _("EVENTS"), _("PROCESSOR"),
-            _("KWATCHES"), _("COUNT"), _("LAST EVENT"), _("MESSAGE"),
+            _("SOURCE"),
+            _("PATH"),
+            _("EVENTS"),
+            _("PROCESSOR"),
+            _("KWATCHES"),
+            _("COUNT"),
+            _("LAST EVENT"),
+            _("MESSAGE"),
         ]
         table = [tuple(header), *rows]
         widths = [min(MAX_COLUMN, max(len(r[i]) for r in table)) for i in range(len(header) - 1)]

@@ -21,7 +21,9 @@ class Command(InotifierCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--timeout", type=float, default=10.0,
+            "--timeout",
+            type=float,
+            default=10.0,
             help=_("Seconds to wait after SIGTERM before sending SIGKILL (default 10)."),
         )
 
