@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .masks import ALL_EVENTS, BITS, EVENT_NAMES, FLAG_NAMES, KERNEL_EVENT_NAMES
 from .models import WatchPath
-from .specs import processor_allowlist
+from .specs import SpecError, processor_allowlist, validate_processor_allowed
 
 ALL = "ALL_EVENTS"
 #: Human labels for the checkboxes, in the order shown.
@@ -126,9 +126,9 @@ class WatchPathForm(forms.ModelForm):
             self.fields["mask"].initial = mask_to_names(int(self.instance.mask or ALL_EVENTS))
 
     def clean_processor(self) -> str:
-        value = self.cleaned_data["processor"]
-        if value not in processor_allowlist():
-            raise forms.ValidationError(
-                _("%(p)s is not in INOTIFIER_PROCESSORS."), params={"p": value}, code="not_allowed"
-            )
-        return str(value)
+        value = str(self.cleaned_data["processor"])
+        try:
+            validate_processor_allowed(value)
+        except SpecError as exc:
+            raise forms.ValidationError(str(exc), code="not_allowed") from None
+        return value

@@ -183,17 +183,17 @@ def processor_allowlist() -> tuple[str, ...]:
     return tuple(names)
 
 
-def validate_processor_allowed(dotted: str) -> None:
-    """Raise SpecError when ``dotted`` is not in the processor allowlist (nothing imported)."""
-    if dotted not in processor_allowlist():
-        raise SpecError(not_allowed_message(dotted))
+def validate_processor_allowed(dotted: str, allowlist: tuple[str, ...] | None = None) -> None:
+    """Raise SpecError when ``dotted`` is not in the processor allowlist (nothing is imported).
 
-
-def not_allowed_message(dotted: str) -> str:
-    """Return the sentence for a processor outside the allowlist."""
-    return _("processor %(p)r is not in INOTIFIER_PROCESSORS (the processors this site allows)") % {
-        "p": dotted
-    }
+    The one allowlist check: the form, ``WatchPath.clean``, and the daemon before
+    it imports anything for a row (which passes the ``allowlist`` it computed once).
+    """
+    if dotted not in (processor_allowlist() if allowlist is None else allowlist):
+        raise SpecError(
+            _("processor %(p)r is not in INOTIFIER_PROCESSORS (the processors this site allows)")
+            % {"p": dotted}
+        )
 
 
 # -- settings entries -------------------------------------------------------------
@@ -321,8 +321,7 @@ def spec_from_values(
         int_mask = validate_mask(int_mask)
         # Checked before anything is imported: an admin must not make the daemon
         # import code the site did not allow.
-        if processor not in allowlist:
-            raise SpecError(not_allowed_message(processor))
+        validate_processor_allowed(processor, allowlist)
         if roots is not None:
             validate_allowed_root(norm)
     except SpecError as exc:
