@@ -9,6 +9,7 @@ from django.db import connections
 from ..escaping import get_logger
 from ..specs import ROW_FIELDS, RowSpecs, SpecError, WatchSpec, load_processor
 from .dbguard import DatabaseGuard
+from .events import Processor
 
 logger = get_logger("inotifier.daemon")
 
@@ -57,7 +58,7 @@ class DesiredState:
             return list(cursor.fetchall())
 
     @staticmethod
-    def processor(spec: WatchSpec) -> tuple[Any, str]:
+    def processor(spec: WatchSpec) -> tuple[Processor | None, str]:
         """Import and instantiate the processor of ``spec``; (None, why) when it cannot be used.
 
         Rows only reach this with a processor from the allowlist (checked when

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyinotify
@@ -22,6 +23,10 @@ class InotifierEvent(pyinotify.Event):
 
     def __init__(self, **attrs: Any) -> None:  # for tests and users; the daemon uses make_event
         self.__dict__.update(attrs)
+
+
+#: A processor: a pyinotify ``ProcessEvent`` instance (or any callable taking an event).
+Processor = Callable[[pyinotify.Event], object]
 
 
 def make_event(wd: int, mask: int, cookie: int, name: str, path: str, pathname: str) -> InotifierEvent:

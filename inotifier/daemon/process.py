@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TextIO
 
 from django.db import connections
 from django.utils.translation import gettext as _
@@ -309,7 +309,7 @@ def _remove_stale(path: str) -> None:
             pass
 
 
-def configure_logging(verbosity: int = 1, stream: Any = None) -> None:
+def configure_logging(verbosity: int = 1, stream: TextIO | None = None) -> None:
     """Send the ``inotifier`` loggers to stderr when the project configured no handler."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     root_logger = logging.getLogger("inotifier")

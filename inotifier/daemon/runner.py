@@ -6,8 +6,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from types import FrameType, TracebackType
 
 from django.db import connections
 
@@ -212,13 +211,13 @@ class Daemon:
 
     shutdown = close  # the name of the first release
 
-    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.flags.stopping = True
 
-    def _on_hup(self, signum: int, frame: Any) -> None:
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.flags.hup = True
 
-    def _on_usr1(self, signum: int, frame: Any) -> None:
+    def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
         self.flags.reopen = True
 
     # -- the loop ------------------------------------------------------------------

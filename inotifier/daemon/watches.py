@@ -7,8 +7,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 from ..escaping import get_logger
 from ..masks import (
@@ -24,7 +23,7 @@ from ..masks import (
 )
 from ..specs import WatchSpec, is_excluded, is_within
 from ..states import State
-from .events import InotifierEvent, make_event
+from .events import InotifierEvent, Processor, make_event
 from .kernel import Kind, WatchError, open_root, open_subdir, real_path
 from .table import WatchTable
 from .walk import count_dirs, walk_tree
@@ -56,7 +55,7 @@ class ActiveWatch:
     def __init__(
         self,
         spec: WatchSpec,
-        processor: Callable[[Any], Any] | None,
+        processor: Processor | None,
         host: WatchHost,
         log: LogSink | None = None,
         error: str = "",
@@ -79,9 +78,7 @@ class ActiveWatch:
         self._dir_moves: dict[int, str] = {}  # cookie -> old path of a directory moved out
         self._error_log = ErrorLog()
 
-    def reconfigure(
-        self, spec: WatchSpec, processor: Callable[[Any], Any] | None, log: LogSink | None
-    ) -> None:
+    def reconfigure(self, spec: WatchSpec, processor: Processor | None, log: LogSink | None) -> None:
         """Take a changed spec that needs no new kernel watches (processor, mask, event log)."""
         self.spec = spec
         self.processor = processor
@@ -306,7 +303,7 @@ class ActiveWatch:
         except Exception as exc:
             self._processor_failed(event, now, exc)
 
-    def _processor_failed(self, event: Any, now: float, exc: Exception) -> None:
+    def _processor_failed(self, event: InotifierEvent, now: float, exc: Exception) -> None:
         self.errors += 1
         self.host.processor_failed(self)
         self._error_log.failed(self.spec, event, now, exc)

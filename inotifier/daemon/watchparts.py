@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+import pyinotify
 
 from ..escaping import get_logger
 from ..masks import (
@@ -37,7 +39,7 @@ class LogSink(Protocol):
     """The event log's side the read loop appends to (``eventlog`` rows, flat)."""
 
     @property
-    def incoming(self) -> list[Any]: ...
+    def incoming(self) -> list[str | float | int]: ...
 
     def tail_key(self, watch_id: int | None, label: str) -> int: ...
 
@@ -56,7 +58,7 @@ class Config:
         kernel_mask = (spec.mask & KERNEL_BITS) | ROOT_BITS
         self.kernel_mask = kernel_mask | TREE_BITS if self.tree else kernel_mask
         # The event log's list of rows (None: not logged), and the watch's part of each row's key.
-        self.log_rows: list[Any] | None = None
+        self.log_rows: list[str | float | int] | None = None
         self.log_key = 0
         if log is not None and spec.event_log:
             self.log_rows = log.incoming
@@ -87,7 +89,7 @@ class ErrorLog:
         self.window = 0.0  # start of the current minute
         self.in_window = 0
 
-    def failed(self, spec: WatchSpec, event: Any, now: float, exc: Exception) -> None:
+    def failed(self, spec: WatchSpec, event: pyinotify.Event, now: float, exc: Exception) -> None:
         if now - self.window > 60:
             if self.in_window > TRACEBACKS_PER_MINUTE:
                 logger.error(

@@ -7,11 +7,11 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..escaping import get_logger
 from ..specs import WatchSpec
 from ..states import State
+from .events import Processor
 from .kernel import Inotify, Kind
 from .table import WatchTable
 from .watches import ActiveWatch, LogSink
@@ -19,7 +19,7 @@ from .watches import ActiveWatch, LogSink
 logger = get_logger("inotifier.daemon")
 
 #: ``load(spec) -> (processor instance or None, why not)``: see ``DesiredState.processor``.
-Loader = Callable[[WatchSpec], tuple[Any, str]]
+Loader = Callable[[WatchSpec], tuple[Processor | None, str]]
 
 
 class UpdateKind(enum.Enum):

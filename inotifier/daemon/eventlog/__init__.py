@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pyinotify
 from django.db import DEFAULT_DB_ALIAS
 
 from .buffer import RowBuffer, Tally
 from .config import StoreConfig
 from .feeder import Feeder
-from .rows import Tail
+from .rows import Flat, Tail
 
 __all__ = ["EventLog", "RowBuffer", "StoreConfig", "Tally"]
 
@@ -50,7 +51,7 @@ class EventLog:
         self.feeder = Feeder(self.buffer, self.config)
 
     @property
-    def incoming(self) -> list[Any]:
+    def incoming(self) -> Flat:
         """Return the flat list the read loop appends its rows to."""
         return self.buffer.incoming
 
@@ -58,7 +59,7 @@ class EventLog:
         """Return the key bits of a watch's rows (see ``RowBuffer.tail_key``)."""
         return self.buffer.tail_key(watch_id, label)
 
-    def offer(self, ts: float, event: Any, tail: Tail) -> bool:
+    def offer(self, ts: float, event: pyinotify.Event, tail: Tail) -> bool:
         """Log one event seen at ``ts`` (``time.time()``) for the watch ``tail`` names; False if full.
 
         Exact about the bound, unlike the read loop's inlined append.

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...conf import app_settings
 from .config import positive_setting
-from .rows import ROW_ITEMS, Tail, append_row
+from .rows import ROW_ITEMS, Flat, Tail, append_row
 
 #: Bytes a buffered row costs besides its path strings (``sys.getsizeof`` of the path,
 #: and of the source path of a move), measured with tracemalloc on 100 000 rows
@@ -90,7 +90,7 @@ class RowBuffer:
     def __init__(self, capacity: int | None = None, max_bytes: int | None = None) -> None:
         self.row_cap, self.max_bytes = buffer_limits(capacity, max_bytes)
         #: The read loop's rows, flat; never replaced (the loop holds a reference).
-        self.incoming: list[Any] = []
+        self.incoming: Flat = []
         #: (watch id, label) of every watch that logs; a row's key carries its index.
         self.tails: list[Tail] = []
         self._tail_keys: dict[Tail, int] = {}
@@ -174,7 +174,7 @@ class RowBuffer:
                 self.peak = in_flight + waiting
         return waiting >= max(1, self.capacity // 2)
 
-    def _sample_sizes(self, incoming: list[Any]) -> None:
+    def _sample_sizes(self, incoming: Flat) -> None:
         """Update the row size estimate from the newest rows, and the bound in rows with it."""
         n = min(len(incoming) // ROW_ITEMS, SIZE_SAMPLE_ROWS)
         if not n:
@@ -195,7 +195,7 @@ class RowBuffer:
 
     # -- the feeder's side -----------------------------------------------------------
 
-    def take(self, limit: int | None = None) -> list[Any]:
+    def take(self, limit: int | None = None) -> Flat:
         """Take up to ``limit`` waiting rows (flat) from the head, within the bound."""
         with self._lock:
             incoming = self.incoming
@@ -210,7 +210,7 @@ class RowBuffer:
             self.taken += n
         return taken
 
-    def put_back(self, flat: list[Any]) -> None:
+    def put_back(self, flat: Flat) -> None:
         """Return rows taken and not sent to the head (for the next writer process)."""
         with self._lock:
             self.incoming[0:0] = flat

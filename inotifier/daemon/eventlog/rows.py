@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import marshal
-from typing import Any
+from collections.abc import Iterator
+from typing import cast
 
 from ...escaping import escape_path
 from ...masks import event_maskname
@@ -13,6 +14,8 @@ from ...masks import event_maskname
 ROW_ITEMS = 4
 MASK_BITS = 0xFFFFFFFF
 
+#: The read loop's rows, flat: ROW_ITEMS items per row.
+Flat = list[str | float | int]
 #: A watch's part of its rows: (WatchPath id or None for a settings entry, label).
 Tail = tuple["int | None", str]
 #: One logged event, built from the flat list: (time.time(), pathname, src_pathname or "",
@@ -20,7 +23,7 @@ Tail = tuple["int | None", str]
 Row = tuple[float, str, str, int, str, Tail]
 
 
-def append_row(rows: list[Any], pathname: str, ts: float, key: int, src: str) -> None:
+def append_row(rows: Flat, pathname: str, ts: float, key: int, src: str) -> None:
     """Append one row to a flat list, as the read loop does inline (``ActiveWatch.deliver``)."""
     rows += (pathname, ts, key, src)
 
@@ -41,20 +44,22 @@ def maskname_of(mask: int) -> str:
     return name
 
 
-def rows_from_flat(flat: list[Any], tails: list[Tail]) -> list[Row]:
+def rows_from_flat(flat: Flat, tails: list[Tail]) -> list[Row]:
     """Return the rows of a flat list, their tails looked up in ``tails``."""
     if len(flat) % ROW_ITEMS:
         raise ValueError("a row list whose length is not a multiple of ROW_ITEMS")
     rows: list[Row] = []
     append = rows.append
     it = iter(flat)
-    for pathname, ts, key, src in zip(it, it, it, it, strict=True):
+    # The layout is by position (pathname, time, key, src): one cast for the whole list.
+    quads = cast(Iterator[tuple[str, float, int, str]], zip(it, it, it, it, strict=True))
+    for pathname, ts, key, src in quads:
         mask = key & MASK_BITS
         append((ts, pathname, src, mask, maskname_of(mask), tails[key >> 32]))
     return rows
 
 
-def pack_rows(flat: list[Any], new_tails: list[Tail]) -> bytes:
+def pack_rows(flat: Flat, new_tails: list[Tail]) -> bytes:
     """Return a frame's payload: the tails the other end has not seen yet, and the flat rows."""
     return marshal.dumps((new_tails, flat))
 
