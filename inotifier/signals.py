@@ -90,3 +90,6 @@ SIGNALS: dict[str, Signal] = {
 daemon_started = Signal()
 daemon_stopping = Signal()
 reconciled = Signal()  # sent with ``changes`` (a reconcile.Plan summary dict)
+#: Sent every 10 000 directories of a large recursive set-up, and once at its end, with
+#: ``watch`` (the WatchSpec), ``directories`` (watched so far) and ``done``.
+setup_progress = Signal()

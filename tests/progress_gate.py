@@ -1,10 +1,11 @@
-"""A processor for the progress test: while it is imported, a daemon pauses after a progress report.
+"""A processor for the progress test: while it is in use, a daemon pauses after a progress report.
 
 Naming ``tests.progress_gate.GatedSignaler`` as the processor of a watch makes the
-daemon import this module, which wraps ``Daemon.progress`` when the environment
-variable ``INOTIFIER_TEST_PROGRESS_GATE`` names a file: after its first progress
-report the daemon waits (at most a minute) until that file exists. The test reads
-``inotifier_status`` during the pause, which a real large tree would leave time for.
+daemon create one, which connects a receiver to ``inotifier.signals.setup_progress``
+when the environment variable ``INOTIFIER_TEST_PROGRESS_GATE`` names a file: after
+the first report the daemon waits (at most a minute) until that file exists. The
+test reads ``inotifier_status`` during the pause, which a real large tree would
+leave time for.
 """
 
 from __future__ import annotations
@@ -13,27 +14,26 @@ import os
 import time
 from typing import Any
 
-from inotifier.daemon import status
+from inotifier import signals
 from inotifier.event_processors import AllEventsSignaler
 
 GATE_ENV = "INOTIFIER_TEST_PROGRESS_GATE"
-_original_progress = status.StatusReporter.progress
 
 
-def _gated_progress(self: Any, watch: Any, added: int, started: float, done: bool) -> None:
-    _original_progress(self, watch, added, started, done)
+def _wait_at_the_gate(sender: Any, done: bool = False, **kwargs: Any) -> None:
     gate = os.environ.get(GATE_ENV)
-    if not gate or done or getattr(self, "_test_gate_passed", False):
+    if not gate or done:
         return
-    self._test_gate_passed = True
+    signals.setup_progress.disconnect(_wait_at_the_gate)  # once
     deadline = time.monotonic() + 60
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
-if os.environ.get(GATE_ENV):
-    status.StatusReporter.progress = _gated_progress  # type: ignore[method-assign]
-
-
 class GatedSignaler(AllEventsSignaler):
-    """AllEventsSignaler under another name; importing it installs the gate."""
+    """AllEventsSignaler that, once created in a daemon, holds it after its first progress report."""
+
+    def my_init(self, **kwargs: Any) -> None:
+        super().my_init(**kwargs)
+        if os.environ.get(GATE_ENV):
+            signals.setup_progress.connect(_wait_at_the_gate, weak=False)

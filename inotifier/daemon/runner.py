@@ -116,7 +116,7 @@ class Daemon:
             inotify.fd, self.waker.wake, int(app_settings.INOTIFIER_QUEUE_SIZE) * (HEADER_SIZE + 16)
         )
         hooks = SetHooks(
-            progress=lambda *args: self.status.progress(*args),
+            progress=self._progress,
             root_gone=lambda: self.deadlines.soon("missing"),
             removed=lambda watch: self.status.removed(watch),
         )
@@ -210,6 +210,15 @@ class Daemon:
         logger.info("inotifier daemon stopped (pid %s)", self.status.pid)
 
     shutdown = close  # the name of the first release
+
+    def _progress(self, watch: ActiveWatch, added: int, started: float, done: bool) -> None:
+        self.status.progress(watch, added, started, done)
+        try:
+            inotifier_signals.setup_progress.send(
+                sender=self.__class__, daemon=self, watch=watch.spec, directories=added, done=done
+            )
+        except Exception:
+            logger.exception("a setup_progress receiver raised")
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.flags.stopping = True
