@@ -197,6 +197,31 @@ class Daemon:
             self.foreground.communicate()
 
 
+class PyinotifyRun:
+    """pyinotify's own WatchManager + Notifier on a path: the reference the daemon is compared with."""
+
+    def __init__(self, path: Path, mask: int, processor: Any, rec: bool = False) -> None:
+        import pyinotify
+
+        self.wm = pyinotify.WatchManager()
+        self.notifier = pyinotify.Notifier(self.wm, processor, timeout=50)
+        self.wm.add_watch(str(path), mask, rec=rec, auto_add=rec)
+
+    def pump(self, until: Callable[[], Any], timeout: float = 5) -> None:
+        """Read and process events until ``until()`` is truthy."""
+
+        def step() -> Any:
+            if self.notifier.check_events(timeout=20):
+                self.notifier.read_events()
+                self.notifier.process_events()
+            return until()
+
+        wait_for(step, timeout, interval=0)
+
+    def close(self) -> None:
+        self.notifier.stop()
+
+
 def pump(daemon: Any, until: Callable[[], Any], timeout: float = 5.0) -> Any:
     """Tick an in-process daemon until ``until()`` is truthy; return that value."""
 

@@ -23,7 +23,7 @@ from inotifier.event_processors import (
     CreateViaChunksSignaler,
 )
 
-from .conftest import pump, wait_for
+from .conftest import PyinotifyRun, pump
 
 CHUNK_MASK = pyinotify.IN_CREATE | pyinotify.IN_MOVED_FROM | pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE
 
@@ -58,27 +58,6 @@ def caught() -> Iterator[Caught]:
     c = Caught()
     yield c
     c.disconnect()
-
-
-class PyinotifyRun:
-    """pyinotify's own WatchManager + Notifier: the processors work outside the daemon too."""
-
-    def __init__(self, path: Path, mask: int, processor: pyinotify.ProcessEvent):
-        self.wm = pyinotify.WatchManager()
-        self.notifier = pyinotify.Notifier(self.wm, processor, timeout=50)
-        self.wm.add_watch(str(path), mask)
-
-    def pump(self, until: Any, timeout: float = 5) -> None:
-        def step() -> Any:
-            if self.notifier.check_events(timeout=20):
-                self.notifier.read_events()
-                self.notifier.process_events()
-            return until()
-
-        wait_for(step, timeout, interval=0)
-
-    def close(self) -> None:
-        self.notifier.stop()
 
 
 def test_all_events_signaler_with_pyinotify(watch_dir: Path, caught: Caught) -> None:

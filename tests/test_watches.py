@@ -15,38 +15,34 @@ from django.test import override_settings
 
 from tests.testapp.receivers import ListProcessor
 
-from .conftest import pump, wait_for
+from .conftest import PyinotifyRun, pump
 
 LIST = "tests.testapp.receivers.ListProcessor"
 
 
 class Reference:
-    """pyinotify's own WatchManager + Notifier on the same directory: what its users got."""
+    """What pyinotify's own Notifier hands a processor on the same directory: what its users got."""
 
     def __init__(self) -> None:
         self.events: list[Any] = []
-        self.wm = pyinotify.WatchManager()
-
-        class Keep(pyinotify.ProcessEvent):
-            def process_default(inner, event: Any) -> None:
-                self.events.append(event)
-
-        self.notifier = pyinotify.Notifier(self.wm, Keep(), timeout=10)
+        self.runs: list[PyinotifyRun] = []
 
     def watch(self, path: Path, mask: int, rec: bool = False) -> None:
-        self.wm.add_watch(str(path), mask, rec=rec, auto_add=rec)
+        events = self.events
+
+        class Keep(pyinotify.ProcessEvent):
+            def process_default(self, event: Any) -> None:
+                events.append(event)
+
+        self.runs.append(PyinotifyRun(path, mask, Keep(), rec=rec))
 
     def pump(self, until: Any, timeout: float = 5.0) -> None:
-        def step() -> Any:
-            if self.notifier.check_events(timeout=10):
-                self.notifier.read_events()
-            self.notifier.process_events()
-            return until()
-
-        wait_for(step, timeout, interval=0)
+        for run in self.runs:
+            run.pump(until, timeout)
 
     def close(self) -> None:
-        self.notifier.stop()
+        for run in self.runs:
+            run.close()
 
 
 @pytest.fixture
