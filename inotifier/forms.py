@@ -97,6 +97,7 @@ class WatchPathForm(forms.ModelForm):
             "auto_add",
             "exclude",
             "host",
+            "exclusive",
             "event_log",
             "description",
         )

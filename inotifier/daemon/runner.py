@@ -15,7 +15,6 @@ from .. import signals as inotifier_signals
 from ..conf import app_settings
 from ..escaping import get_logger
 from ..masks import IN_Q_OVERFLOW, event_maskname
-from ..states import State
 from . import reconcile as reconcile_mod
 from .dbguard import DatabaseGuard
 from .desired import DesiredState
@@ -141,6 +140,8 @@ class Daemon:
         self.reader.start()
         if self.event_log is not None:
             self.event_log.start()
+        assert self.waker is not None
+        self.desired.start(self.waker)  # LISTEN before the rows are read: no change falls between
         self.reconcile(force=True)
         self.status.write(force=True)
         inotifier_signals.daemon_started.send(sender=self.__class__, daemon=self)
@@ -191,6 +192,7 @@ class Daemon:
         self.dispatcher.process(deadline=time.monotonic() + DRAIN_AT_STOP_SECONDS)
         if self.event_log is not None:
             self.event_log.stop()
+        self.desired.close()  # its events processed: the exclusive watches' leases are freed now
         try:
             self.status.write(force=True, running=False)
         except Exception:
@@ -229,10 +231,10 @@ class Daemon:
         deadlines = self.deadlines
         now = time.monotonic()
         if timeout is None:
-            timeout = max(0.0, deadlines.next("poll", "missing") - now)
+            timeout = max(0.0, min(deadlines.next("poll", "missing"), self.desired.next_wakeup()) - now)
         assert self.waker is not None
-        if not self.dispatcher.has_work() and not (flags.hup or flags.reopen or flags.stopping):
-            self.waker.wait(timeout)
+        busy = self.dispatcher.has_work() or flags.hup or flags.reopen or flags.stopping
+        ready = self.waker.wait(0.0 if busy else timeout)
         self.waker.drain()
         if flags.reopen:
             flags.reopen = False
@@ -242,6 +244,10 @@ class Daemon:
             flags.hup = False
             logger.info("reconcile requested")
             self.reconcile(force=True, announce=True)
+        # Before any event is delivered: a lease past its deadline is dropped first.
+        if self.desired.wakeup(ready, time.monotonic()):
+            self.reconcile()
+            self.status.write()  # the admin sees it now, not at the next poll
         self.dispatcher.process(deadline=time.monotonic() + SLICE_SECONDS)
         if self.event_log is not None:
             self.event_log.poke()
@@ -279,29 +285,13 @@ class Daemon:
         version = self.desired.version()
         plan = reconcile_mod.diff(self.desired.specs(force), self.watchset.specs())
         reconcile_mod.apply(plan, self.watchset)
+        self.desired.applied()  # leases no longer wanted are freed once their watch is gone
         if force:
             self.watchset.retry_failed()
         if version is not None and not (self.guard is not None and self.guard.down):
             self.status.version_applied = version
         self.deadlines.postpone("resync", time.monotonic())
-        elapsed = (time.perf_counter() - started) * 1000
-        if plan.touched:
-            # One line for the whole change: each watch in error or missing has said so
-            # itself (once), the healthy ones are counted here.
-            counts = self.watchset.counts()
-            logger.info(
-                "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged; "
-                "%d watches: %d active, %d missing, %d in error",
-                elapsed,
-                len(plan.add),
-                len(plan.remove),
-                len(plan.update),
-                len(plan.unchanged),
-                len(self.watchset.watches),
-                counts[State.ACTIVE],
-                counts[State.MISSING],
-                counts[State.ERROR],
-            )
+        reconcile_mod.log_plan(plan, time.perf_counter() - started, self.watchset)
         self.status.dirty = True
         if announce:
             self.hooks.notify("READY=1")
