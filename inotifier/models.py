@@ -163,8 +163,11 @@ class WatchPath(models.Model):
         default=True,
         help_text=_("Record this watch's events in the event log (when INOTIFIER_EVENT_LOG is on)."),
     )
+    # Nullable: a row inserted with raw SQL that does not name the column (written before
+    # it existed) is NULL, read as False; Django 4.2 has no database default to give it.
     exclusive = models.BooleanField(
         _("one daemon at a time"),
+        null=True,
         default=False,
         help_text=_(
             "Of the daemons that would watch this path, only one does at a time (the holder of its "

@@ -55,7 +55,11 @@ def connection_params(alias: str, label: str) -> dict[str, Any] | None:
     connection = connections[alias]
     if connection.vendor != "postgresql":
         return None
-    settings = connection.settings_dict
+    return params_from_settings(connection.settings_dict, label)
+
+
+def params_from_settings(settings: dict[str, Any], label: str) -> dict[str, Any]:
+    """Return ``psycopg.connect()`` keywords for one ``DATABASES`` entry (PostgreSQL)."""
     params = {k: v for k, v in (settings.get("OPTIONS") or {}).items() if k not in DJANGO_ONLY_OPTIONS}
     for key, name in (("NAME", "dbname"), ("USER", "user"), ("PASSWORD", "password")):
         if settings.get(key):
