@@ -38,6 +38,8 @@ class DesiredState:
         self.guard = guard
         self.row_specs = RowSpecs()
         self._rows: list[tuple[Any, ...]] = []  # last rows read; kept through an outage
+        #: The version counter read just before the rows by the last ``specs()`` (None: not read).
+        self.version_read: int | None = None
         self.leases: LeaseKeeper | None = None
         self.listener: ConfigListener | None = None
         if guard is not None:
@@ -122,15 +124,23 @@ class DesiredState:
         """Return the desired watches by key; ``force`` re-validates every row (a full resync)."""
         if force:
             self.row_specs.clear()
+        self.version_read = None
         if self.guard is not None:
-            done, rows = self.guard.call(self._read_rows, force=True)
-            if done and rows is not None:
-                self._rows = rows
+            # One unit of work (one connection) for both: with CONN_MAX_AGE = 0 each unit connects anew.
+            done, read = self.guard.call(self._read_version_and_rows, force=True)
+            if done and read is not None:
+                self.version_read, self._rows = read
         rows = self._rows
         if self.leases is not None:
             held = self.leases.sync(row[PK] for row in rows if row[EXCLUSIVE])
             rows = [row for row in rows if not row[EXCLUSIVE] or row[PK] in held]
         return self.row_specs.build(rows)
+
+    def _read_version_and_rows(self) -> tuple[int, list[tuple[Any, ...]]]:
+        from ..models import ConfigVersion
+
+        version = ConfigVersion.current()  # first: a change between the two reads is seen next time
+        return version, self._read_rows()
 
     def _read_rows(self) -> list[tuple[Any, ...]]:
         from ..models import WatchPath

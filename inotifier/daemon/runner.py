@@ -245,9 +245,9 @@ class Daemon:
             logger.info("reconcile requested")
             self.reconcile(force=True, announce=True)
         # Before any event is delivered: a lease past its deadline is dropped first.
-        if self.desired.wakeup(ready, time.monotonic()):
+        announced = self.desired.wakeup(ready, time.monotonic())
+        if announced:
             self.reconcile()
-            self.status.write()  # the admin sees it now, not at the next poll
         self.dispatcher.process(deadline=time.monotonic() + SLICE_SECONDS)
         if self.event_log is not None:
             self.event_log.poke()
@@ -259,6 +259,8 @@ class Daemon:
             watchset.check_missing()
         if deadlines.due("poll", now):
             self.poll()
+        elif announced:
+            self.status.write()  # the admin sees the change now, not at the next poll
 
     def poll(self) -> None:
         """One poll: reconcile when the counter moved or a resync is due; write the status."""
@@ -282,8 +284,8 @@ class Daemon:
         started = time.perf_counter()
         if announce:
             self.hooks.notify("RELOADING=1")
-        version = self.desired.version()
         plan = reconcile_mod.diff(self.desired.specs(force), self.watchset.specs())
+        version = self.desired.version_read
         reconcile_mod.apply(plan, self.watchset)
         self.desired.applied()  # leases no longer wanted are freed once their watch is gone
         if force:
