@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
@@ -134,26 +136,28 @@ class WatchPathAdmin(OwnFiltersOnly):
         "enabled",
         "recursive",
         "host_display",
+        "holder_display",
         "kernel_watches",
         "last_event",
     )
     list_display_links = ("path_display",)
-    list_filter = ("enabled", "recursive", "auto_add", StateFilter, "host", "processor")
+    list_filter = ("enabled", "recursive", "auto_add", "exclusive", StateFilter, "host", "processor")
     search_fields = ("path", "description", "processor", "host")
-    readonly_fields = ("created_display", "updated_display", "current_state")
+    readonly_fields = ("created_display", "updated_display", "current_state", "holder_display")
     actions = ("enable_watches", "disable_watches")
     change_list_template = "admin/inotifier/watchpath/change_list.html"
     fieldsets = (
         (None, {"fields": ("path", "mask", "processor", "enabled", "description")}),
         (_("Subdirectories"), {"fields": ("recursive", "auto_add", "exclude")}),
-        (_("Where and how"), {"fields": ("host", "event_log")}),
-        (_("Status"), {"fields": ("current_state", "created_display", "updated_display")}),
+        (_("Where and how"), {"fields": ("host", "exclusive", "event_log")}),
+        (_("Status"), {"fields": ("current_state", "holder_display", "created_display", "updated_display")}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WatchPath]:
         return (
             super()
             .get_queryset(request)
+            .select_related("lease")
             .prefetch_related(Prefetch("states", queryset=states_with_liveness()))
         )
 
@@ -194,6 +198,23 @@ class WatchPathAdmin(OwnFiltersOnly):
     @admin.display(description=_("host"), ordering="host")
     def host_display(self, obj: WatchPath) -> str:
         return shown(obj.host) or str(_("every host"))
+
+    @admin.display(description=_("held by"))
+    def holder_display(self, obj: WatchPath) -> str:
+        """Return who holds an exclusive watch's lease and since when ("-" for a shared watch)."""
+        if not obj.exclusive:
+            return "-"
+        try:
+            lease = obj.lease
+        except ObjectDoesNotExist:
+            lease = None
+        if lease is None or not lease.holder or lease.expires < timezone.now():
+            return format_html('<span class="inotifier-lease-free">{}</span>', _("nobody"))
+        return format_html(
+            '<span class="inotifier-lease" title="{}">{}</span>',
+            _("lease renewed until %(time)s") % {"time": show_time(lease.expires)},
+            _("%(host)s since %(time)s") % {"host": shown(lease.holder), "time": show_time(lease.since)},
+        )
 
     @admin.display(description=_("state"))
     def state(self, obj: WatchPath) -> str:

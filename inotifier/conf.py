@@ -23,6 +23,13 @@ DEFAULTS: dict[str, Any] = {
     "INOTIFIER_POLL_INTERVAL": 2.0,
     # Seconds between two forced full resyncs (safety net for raw SQL changes).
     "INOTIFIER_RESYNC_INTERVAL": 300.0,
+    # Seconds an exclusive watch's lease lasts without a renewal: how long a lost holder
+    # (kill -9, a host gone) keeps others from taking over. Renewed every third of it.
+    "INOTIFIER_LEASE_TIMEOUT": 30.0,
+    # The DATABASES alias LISTENed on for instant reloads (PostgreSQL; None: the one the
+    # watches are read from; False: none, the poll alone). Never through a pooler in
+    # transaction mode: it drops LISTEN.
+    "INOTIFIER_LISTEN_DATABASE": None,
     # Allowlist of processors an admin may pick (None: built-ins + settings ones).
     "INOTIFIER_PROCESSORS": None,
     # Directories watches from the admin must live under (None: anywhere).

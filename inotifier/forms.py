@@ -80,6 +80,11 @@ class WatchPathForm(forms.ModelForm):
     """Edit a WatchPath: the browser sees names, the database gets the integer."""
 
     mask = EventMaskField(label=_("Events"), help_text=_("The events to report."))
+    exclusive = forms.BooleanField(
+        label=WatchPath._meta.get_field("exclusive").verbose_name,
+        help_text=WatchPath._meta.get_field("exclusive").help_text,
+        required=False,
+    )
     processor = forms.ChoiceField(
         label=_("Processor"),
         choices=(),
@@ -97,6 +102,7 @@ class WatchPathForm(forms.ModelForm):
             "auto_add",
             "exclude",
             "host",
+            "exclusive",
             "event_log",
             "description",
         )

@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import F
 from django.utils.translation import gettext_lazy as _
 
+from .announce import after_commit, notify
 from .conf import app_settings
 from .escaping import escape_path, printable, unescape_path  # noqa: F401  (escape_path: its old home)
 from .masks import ALL_EVENTS, describe_mask
@@ -40,21 +41,37 @@ class ConfigVersion(models.Model):
         return str(self.version)
 
     @classmethod
-    def bump(cls) -> None:
-        """Move the counter by one so every daemon reconciles at its next poll.
+    def bump(cls, using: str | None = None) -> None:
+        """Move the counter by one and NOTIFY, once the current transaction commits (at once outside one).
 
+        Every daemon then reconciles: at once on PostgreSQL (``NOTIFY
+        inotifier_config``), else at its next poll. Nothing is locked until the
+        caller's commit, and a transaction that changes many rows moves it once.
         After changing ``inotifier_watchpath`` with raw SQL, call this (or run
         ``UPDATE inotifier_configversion SET version = version + 1``).
         """
-        if not cls.objects.filter(pk=1).update(version=F("version") + 1):
-            _obj, created = cls.objects.get_or_create(pk=1, defaults={"version": 1})
-            if not created:
-                cls.objects.filter(pk=1).update(version=F("version") + 1)
+        using = using or router.db_for_write(cls)
+        after_commit("inotifier-config-version", lambda: cls.bump_now(using), using)
 
     @classmethod
-    def current(cls) -> int:
+    def bump_now(cls, using: str | None = None) -> int:
+        """Move the counter and NOTIFY in one short transaction of its own; return the new version."""
+        using = using or router.db_for_write(cls)
+        rows = cls.objects.using(using)
+        with transaction.atomic(using=using):
+            if not rows.filter(pk=1).update(version=F("version") + 1):
+                _obj, created = rows.get_or_create(pk=1, defaults={"version": 1})
+                if not created:
+                    rows.filter(pk=1).update(version=F("version") + 1)
+            version = cls.current(using)
+            notify(using, str(version))  # delivered by PostgreSQL when this transaction commits
+        return version
+
+    @classmethod
+    def current(cls, using: str | None = None) -> int:
         """Return the counter's value (0 before the first change)."""
-        value = cls.objects.filter(pk=1).values_list("version", flat=True).first()
+        rows = cls.objects.using(using) if using else cls.objects
+        value = rows.filter(pk=1).values_list("version", flat=True).first()
         return int(value or 0)
 
 
@@ -64,7 +81,7 @@ class WatchPathQuerySet(models.QuerySet["WatchPath"]):
     def update(self, **kwargs: Any) -> int:
         rows = super().update(**kwargs)
         if rows:
-            ConfigVersion.bump()
+            ConfigVersion.bump(self.db)
         return rows
 
     update.alters_data = True  # type: ignore[attr-defined]
@@ -72,7 +89,7 @@ class WatchPathQuerySet(models.QuerySet["WatchPath"]):
     def delete(self) -> tuple[int, dict[str, int]]:
         result = super().delete()
         if result[0]:
-            ConfigVersion.bump()
+            ConfigVersion.bump(self.db)
         return result
 
     delete.alters_data = True  # type: ignore[attr-defined]
@@ -81,13 +98,13 @@ class WatchPathQuerySet(models.QuerySet["WatchPath"]):
     def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[WatchPath]:  # type: ignore[override]
         created: list[WatchPath] = list(super().bulk_create(objs, *args, **kwargs))
         if created:
-            ConfigVersion.bump()
+            ConfigVersion.bump(self.db)
         return created
 
     def bulk_update(self, objs: Any, fields: Any, *args: Any, **kwargs: Any) -> int:
         rows = super().bulk_update(objs, fields, *args, **kwargs)
         if rows:
-            ConfigVersion.bump()
+            ConfigVersion.bump(self.db)
         return rows
 
     def enabled_for_host(self, host: str) -> WatchPathQuerySet:
@@ -146,6 +163,17 @@ class WatchPath(models.Model):
         default=True,
         help_text=_("Record this watch's events in the event log (when INOTIFIER_EVENT_LOG is on)."),
     )
+    # Nullable: a row inserted with raw SQL that does not name the column (written before
+    # it existed) is NULL, read as False; Django 4.2 has no database default to give it.
+    exclusive = models.BooleanField(
+        _("one daemon at a time"),
+        null=True,
+        default=False,
+        help_text=_(
+            "Of the daemons that would watch this path, only one does at a time (the holder of its "
+            "lease); another takes over when it stops or is lost (within INOTIFIER_LEASE_TIMEOUT)."
+        ),
+    )
     description = models.TextField(_("description"), blank=True)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
@@ -163,11 +191,12 @@ class WatchPath(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
-        ConfigVersion.bump()
+        ConfigVersion.bump(self._state.db)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        using = kwargs.get("using") or self._state.db
         result = super().delete(*args, **kwargs)
-        ConfigVersion.bump()
+        ConfigVersion.bump(using)
         return result
 
     @property
@@ -444,3 +473,7 @@ class EventLog(models.Model):
     def raw_pathname(self) -> bytes:
         """Return the path as the bytes the file system holds (undoing the escaping)."""
         return unescape_path(self.pathname) if self.escaped else os.fsencode(self.pathname)
+
+
+# Imported last: its model names WatchPath by string, and it is one of this app's models.
+from .leases import WatchLease  # noqa: E402, F401

@@ -35,6 +35,8 @@ class WatchSpec:
     event_log: bool = True
     label: str = ""
     watch_id: int | None = None  # WatchPath pk, None for settings entries
+    #: One daemon at a time (WatchPath.exclusive): held through a lease; see daemon/exclusive.py.
+    exclusive: bool = False
     #: Real directories the watch may never leave (INOTIFIER_ALLOWED_ROOTS), None: no fence.
     #: Checked on the opened directory at every (re)attach, so a root swapped for a link is caught.
     fence: tuple[str, ...] | None = None
@@ -305,14 +307,14 @@ def settings_specs() -> Iterator[WatchSpec]:
 
 
 #: WatchPath fields a spec is built from, in the order ``values_list`` returns them.
-ROW_FIELDS = ("pk", "path", "mask", "processor", "recursive", "auto_add", "exclude", "event_log")
+ROW_FIELDS = ("pk", "path", "mask", "processor", "recursive", "auto_add", "exclude", "event_log", "exclusive")
 
 
 def spec_from_values(
     values: tuple[Any, ...], allowlist: tuple[str, ...], roots: list[str] | None
 ) -> WatchSpec:
     """Return the WatchSpec of one row given as ``ROW_FIELDS`` values."""
-    pk, path, mask, processor, recursive, auto_add, exclude, event_log = values
+    pk, path, mask, processor, recursive, auto_add, exclude, event_log, exclusive = values
     error = ""
     norm = path
     int_mask = int(mask or 0)
@@ -337,6 +339,7 @@ def spec_from_values(
         event_log=bool(event_log),
         label=norm,
         watch_id=pk,
+        exclusive=bool(exclusive),
         error=error,
         fence=tuple(roots) if roots is not None else None,
     )

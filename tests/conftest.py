@@ -51,20 +51,28 @@ def watch_dir() -> Iterator[Path]:
 
 
 class Record:
-    """The events a daemon's test receivers appended to a file: (signal, pathname, maskname)."""
+    """The events a daemon's test receivers appended to a file: (signal, pathname, maskname).
+
+    Each line also carries the wall-clock time the receiver ran (``timed()``).
+    """
 
     def __init__(self, path: Path):
         self.path = path
         path.touch()
 
-    def events(self) -> list[tuple[str, str, str]]:
-        out = []
+    def _lines(self) -> list[list[str]]:
         text = self.path.read_text()
         # The daemon may be writing the last line right now: only whole lines count.
-        for line in text[: text.rfind("\n") + 1].splitlines():
-            name, hexpath, maskname = line.split("\t")
-            out.append((name, os.fsdecode(bytes.fromhex(hexpath)), maskname))
-        return out
+        return [line.split("\t") for line in text[: text.rfind("\n") + 1].splitlines()]
+
+    def events(self) -> list[tuple[str, str, str]]:
+        return [
+            (name, os.fsdecode(bytes.fromhex(hexpath)), mask) for name, hexpath, mask, *_t in self._lines()
+        ]
+
+    def timed(self) -> list[tuple[float, str]]:
+        """Return (time.time() when received, pathname) of every event."""
+        return [(float(t), os.fsdecode(bytes.fromhex(hexpath))) for _n, hexpath, _m, t in self._lines()]
 
     def paths(self, signal_name: str | None = None) -> list[str]:
         return [p for n, p, _m in self.events() if signal_name is None or n == signal_name]
@@ -279,8 +287,33 @@ def daemon(transactional_db: Any, tmp_path: Path, record: Record) -> Iterator[Da
     print(d.stderr_text())
 
 
+@pytest.fixture
+def fleet(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Make daemons of several hosts sharing the test database: ``fleet("files-1", VAR=value)``.
+
+    Each has its own ``INOTIFIER_HOSTNAME``, pid file, output files and record
+    of events (``daemon.record``); every one is killed at the end.
+    """
+    made: list[Daemon] = []
+
+    def make(host: str, **env: str) -> Daemon:
+        home = tmp_path / host
+        home.mkdir()
+        d = Daemon(home, Record(home / "record.tsv"), database_url())
+        d.env_extra.update({"INOTIFIER_HOSTNAME": host, **env})
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.cleanup()
+    for d in made:
+        print(f"---- daemon stderr of {d.env_extra['INOTIFIER_HOSTNAME']} ----")
+        print(d.stderr_text())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that runs the real daemon as a process (``make test-fast`` leaves them out)."""
     for item in items:
-        if "daemon" in getattr(item, "fixturenames", ()):
+        if {"daemon", "fleet"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.daemon)

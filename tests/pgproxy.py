@@ -121,3 +121,48 @@ def _kill(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+class NotificationDroppingProxy(TcpProxy):
+    """A TcpProxy that drops PostgreSQL's NotificationResponse messages, as a pooler in transaction mode does.
+
+    PgBouncer in ``pool_mode = transaction`` hands a client a server connection
+    per transaction: the session that ran LISTEN is not the one it reads
+    from, so notifications never reach it. Dropping every ``A`` message from
+    the server gives a client that same view. Clients must not ask for TLS
+    (``sslmode=disable``): the stream is then typed messages from the start.
+    """
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            from_server = src.getpeername()[1] == self.upstream[1]
+        except OSError:
+            from_server = False
+        if not from_server:
+            super()._pipe(src, dst)
+            return
+        buffered = b""
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                buffered += data
+                out = bytearray()
+                while len(buffered) >= 5:
+                    size = 1 + int.from_bytes(buffered[1:5], "big")
+                    if len(buffered) < size:
+                        break
+                    message, buffered = buffered[:size], buffered[size:]
+                    if message[:1] != b"A":  # NotificationResponse
+                        out += message
+                if out:
+                    dst.sendall(bytes(out))
+        except OSError:
+            pass
+        finally:
+            _kill(src)
+            _kill(dst)
+            with self._lock:
+                self._sockets.discard(src)
+                self._sockets.discard(dst)

@@ -68,13 +68,18 @@ def test_mask_round_trip() -> None:
     assert mask_to_names(ALL_EVENTS)[0] == "ALL_EVENTS"
 
 
-def test_add_form_shows_checkboxes_and_stores_the_int(admin_client: Client, roots: Path) -> None:
+def test_add_form_shows_checkboxes_and_stores_the_int(
+    admin_client: Client, roots: Path, django_capture_on_commit_callbacks: Any
+) -> None:
     page = admin_client.get(ADD_URL).content.decode()
     assert 'type="checkbox" name="mask" value="IN_CREATE"' in page
     assert 'value="ALL_EVENTS"' in page
     assert f'<option value="{SIGNALER}"' in page
     before = ConfigVersion.current()
-    response = admin_client.post(ADD_URL, form_data(path=str(roots)))
+    # The version moves when the admin's transaction commits (here: the test's, captured).
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = admin_client.post(ADD_URL, form_data(path=str(roots)))
+    assert len(callbacks) == 1
     assert response.status_code == 302, response.content.decode()[:3000]
     row = WatchPath.objects.get()
     assert row.mask == BITS["IN_CREATE"] | BITS["IN_CLOSE_WRITE"]
@@ -169,23 +174,29 @@ def test_default_allowlist_includes_settings_processors(db: Any, settings: Any, 
     assert SIGNALER in choices
 
 
-def test_actions_bump_the_version(admin_client: Client, roots: Path) -> None:
-    rows = WatchPath.objects.bulk_create(
-        [WatchPath(path=str(roots), mask=256, processor=SIGNALER) for _ in range(3)]
-    )
+def test_actions_bump_the_version(
+    admin_client: Client, roots: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        rows = WatchPath.objects.bulk_create(
+            [WatchPath(path=str(roots), mask=256, processor=SIGNALER) for _ in range(3)]
+        )
     before = ConfigVersion.current()
-    response = admin_client.post(
-        LIST_URL, {"action": "disable_watches", "_selected_action": [r.pk for r in rows]}, follow=True
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            LIST_URL, {"action": "disable_watches", "_selected_action": [r.pk for r in rows]}, follow=True
+        )
     assert "3 watches disabled." in response.content.decode()
     assert not WatchPath.objects.filter(enabled=True).exists()
     assert ConfigVersion.current() == before + 1
-    admin_client.post(LIST_URL, {"action": "enable_watches", "_selected_action": [rows[0].pk]})
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(LIST_URL, {"action": "enable_watches", "_selected_action": [rows[0].pk]})
     assert WatchPath.objects.filter(enabled=True).count() == 1
     assert ConfigVersion.current() == before + 2
 
 
-def test_every_write_path_bumps_the_version(db: Any) -> None:
+def test_every_write_path_bumps_the_version(transactional_db: Any) -> None:
+    # Autocommit (a transactional test): each write is its own transaction, bumped at once.
     v = ConfigVersion.current
     start = v()
     row = WatchPath.objects.create(path="/tmp", mask=256, processor=SIGNALER)
@@ -276,7 +287,7 @@ def test_daemon_status_admin_is_read_only(admin_client: Client) -> None:
     page = admin_client.get(url).content.decode()
     assert "&lt;h&gt;" in page
     assert "current: " not in page  # applied version 0 == current 0
-    ConfigVersion.bump()
+    ConfigVersion.bump_now()
     assert "0 <em>(current: 1)</em>" in admin_client.get(url).content.decode()
     assert admin_client.get(reverse("admin:inotifier_daemonstatus_add")).status_code == 403
 

@@ -14,7 +14,6 @@ from .. import signals as inotifier_signals
 from ..conf import app_settings
 from ..escaping import get_logger
 from ..masks import IN_Q_OVERFLOW, event_maskname
-from ..states import State
 from . import reconcile as reconcile_mod
 from .dbguard import DatabaseGuard
 from .desired import DesiredState
@@ -140,6 +139,8 @@ class Daemon:
         self.reader.start()
         if self.event_log is not None:
             self.event_log.start()
+        assert self.waker is not None
+        self.desired.start(self.waker)  # LISTEN before the rows are read: no change falls between
         self.reconcile(force=True)
         self.status.write(force=True)
         inotifier_signals.daemon_started.send(sender=self.__class__, daemon=self)
@@ -190,6 +191,7 @@ class Daemon:
         self.dispatcher.process(deadline=time.monotonic() + DRAIN_AT_STOP_SECONDS)
         if self.event_log is not None:
             self.event_log.stop()
+        self.desired.close()  # its events processed: the exclusive watches' leases are freed now
         try:
             self.status.write(force=True, running=False)
         except Exception:
@@ -237,10 +239,10 @@ class Daemon:
         deadlines = self.deadlines
         now = time.monotonic()
         if timeout is None:
-            timeout = max(0.0, deadlines.next("poll", "missing") - now)
+            timeout = max(0.0, min(deadlines.next("poll", "missing"), self.desired.next_wakeup()) - now)
         assert self.waker is not None
-        if not self.dispatcher.has_work() and not (flags.hup or flags.reopen or flags.stopping):
-            self.waker.wait(timeout)
+        busy = self.dispatcher.has_work() or flags.hup or flags.reopen or flags.stopping
+        ready = self.waker.wait(0.0 if busy else timeout)
         self.waker.drain()
         if flags.reopen:
             flags.reopen = False
@@ -250,6 +252,10 @@ class Daemon:
             flags.hup = False
             logger.info("reconcile requested")
             self.reconcile(force=True, announce=True)
+        # Before any event is delivered: a lease past its deadline is dropped first.
+        announced = self.desired.wakeup(ready, time.monotonic())
+        if announced:
+            self.reconcile()
         self.dispatcher.process(deadline=time.monotonic() + SLICE_SECONDS)
         if self.event_log is not None:
             self.event_log.poke()
@@ -261,6 +267,8 @@ class Daemon:
             watchset.check_missing()
         if deadlines.due("poll", now):
             self.poll()
+        elif announced:
+            self.status.write()  # the admin sees the change now, not at the next poll
 
     def poll(self) -> None:
         """One poll: reconcile when the counter moved or a resync is due; write the status."""
@@ -284,32 +292,16 @@ class Daemon:
         started = time.perf_counter()
         if announce:
             self.hooks.notify("RELOADING=1")
-        version = self.desired.version()
         plan = reconcile_mod.diff(self.desired.specs(force), self.watchset.specs())
+        version = self.desired.version_read
         reconcile_mod.apply(plan, self.watchset)
+        self.desired.applied()  # leases no longer wanted are freed once their watch is gone
         if force:
             self.watchset.retry_failed()
         if version is not None and not (self.guard is not None and self.guard.down):
             self.status.version_applied = version
         self.deadlines.postpone("resync", time.monotonic())
-        elapsed = (time.perf_counter() - started) * 1000
-        if plan.touched:
-            # One line for the whole change: each watch in error or missing has said so
-            # itself (once), the healthy ones are counted here.
-            counts = self.watchset.counts()
-            logger.info(
-                "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged; "
-                "%d watches: %d active, %d missing, %d in error",
-                elapsed,
-                len(plan.add),
-                len(plan.remove),
-                len(plan.update),
-                len(plan.unchanged),
-                len(self.watchset.watches),
-                counts[State.ACTIVE],
-                counts[State.MISSING],
-                counts[State.ERROR],
-            )
+        reconcile_mod.log_plan(plan, time.perf_counter() - started, self.watchset)
         self.status.dirty = True
         if announce:
             self.hooks.notify("READY=1")

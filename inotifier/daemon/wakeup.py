@@ -7,16 +7,34 @@ import selectors
 
 
 class Waker:
-    """A non-blocking pipe: a write from a thread or a signal ends the loop's ``wait()`` at once."""
+    """A non-blocking pipe: a write from a thread or a signal ends the loop's ``wait()`` at once.
+
+    Other file descriptors (a LISTEN connection's socket) can be watched too:
+    ``wait()`` says which of them are readable.
+    """
 
     def __init__(self) -> None:
         self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.r, selectors.EVENT_READ)
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until woken or ``timeout`` seconds have passed."""
-        self.selector.select(timeout)
+    def wait(self, timeout: float) -> frozenset[int]:
+        """Sleep until woken, one of the watched fds is readable, or ``timeout`` s; return those fds."""
+        ready = self.selector.select(timeout)
+        if not ready:
+            return frozenset()
+        return frozenset(key.fd for key, _events in ready if key.fd != self.r)
+
+    def watch(self, fd: int) -> None:
+        """Wake the loop when ``fd`` is readable too."""
+        self.selector.register(fd, selectors.EVENT_READ)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (before it is closed)."""
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
 
     def wake(self) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pyinotify
@@ -14,7 +15,7 @@ def record(signal_name: str, event: Any) -> None:
     path = os.environ.get("INOTIFIER_TEST_RECORD")
     if not path:
         return
-    line = f"{signal_name}\t{os.fsencode(event.pathname).hex()}\t{event.maskname}\n"
+    line = f"{signal_name}\t{os.fsencode(event.pathname).hex()}\t{event.maskname}\t{time.time()!r}\n"
     with open(path, "a") as fh:
         fh.write(line)
 

@@ -19,7 +19,8 @@ from ._base import InotifierCommand
 class Command(InotifierCommand):
     help = gettext_lazy(  # type: ignore[assignment]
         "Reconcile the watches now: bump the configuration version (every daemon on every "
-        "host sees it at its next poll) and send SIGHUP to this host's daemon if one runs."
+        "host reconciles: at once on PostgreSQL, else at its next poll) and send SIGHUP to "
+        "this host's daemon if one runs."
     )
     requires_system_checks: list[str] = []
 
@@ -29,10 +30,13 @@ class Command(InotifierCommand):
 
         did = []
         try:
-            ConfigVersion.bump()
+            version = ConfigVersion.bump_now()
             did.append(
-                _("Configuration version bumped to %d (all daemons reconcile at their next poll).")
-                % ConfigVersion.current()
+                _(
+                    "Configuration version bumped to %d (every daemon reconciles: at once where it "
+                    "listens for changes, else at its next poll)."
+                )
+                % version
             )
         except DatabaseError as exc:
             message = _("Could not bump the version: %s") % printable(str(exc), backslash=False)
