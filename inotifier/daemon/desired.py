@@ -25,6 +25,7 @@ class DesiredState:
         self.guard = guard
         self.row_specs = RowSpecs()
         self._rows: list[tuple[Any, ...]] = []  # last rows read; kept through an outage
+        self.seen: int | None = None  # the counter as last read (metrics: the version to apply)
 
     def version(self) -> int | None:
         """Return the ConfigVersion counter, or None when it cannot be read now."""
@@ -33,6 +34,8 @@ class DesiredState:
         from ..models import ConfigVersion
 
         _done, version = self.guard.call(ConfigVersion.current)
+        if version is not None:
+            self.seen = version
         return version
 
     def specs(self, force: bool = False) -> dict[str, WatchSpec]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..escaping import get_logger
 from ..specs import WatchSpec
+from ..states import State
 from .watchset import UpdateKind, WatchSet
 
 logger = get_logger("inotifier.daemon.reconcile")
@@ -88,4 +89,28 @@ def apply(plan: Plan, watches: WatchSet) -> None:
             logger.exception("adding watch %s failed", spec.key)
 
 
-__all__ = ["Plan", "UpdateKind", "apply", "diff", "update_kind"]
+def log_summary(plan: Plan, seconds: float, watches: WatchSet) -> None:
+    """Log one line for a reconcile that changed something: what, and the watches by state.
+
+    Each watch in error or missing has said so itself (once); the healthy ones
+    are only counted here.
+    """
+    if not plan.touched:
+        return
+    counts = watches.counts()
+    logger.info(
+        "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged; "
+        "%d watches: %d active, %d missing, %d in error",
+        seconds * 1000,
+        len(plan.add),
+        len(plan.remove),
+        len(plan.update),
+        len(plan.unchanged),
+        len(watches.watches),
+        counts[State.ACTIVE],
+        counts[State.MISSING],
+        counts[State.ERROR],
+    )
+
+
+__all__ = ["Plan", "UpdateKind", "apply", "diff", "log_summary", "update_kind"]

@@ -12,10 +12,9 @@ from typing import Any
 from django.db import connections
 
 from .. import signals as inotifier_signals
-from ..conf import app_settings
+from ..conf import MetricsConfig, app_settings
 from ..escaping import get_logger
 from ..masks import IN_Q_OVERFLOW, event_maskname
-from ..states import State
 from . import reconcile as reconcile_mod
 from .dbguard import DatabaseGuard
 from .desired import DesiredState
@@ -23,7 +22,9 @@ from .dispatch import Dispatcher
 from .eventlog import EventLog
 from .events import make_event
 from .kernel import HEADER_SIZE, Inotify, read_sysctl
+from .monitor import Monitor
 from .reader import Reader
+from .sampler import Sampler
 from .status import StatusReporter
 from .table import WatchTable
 from .wakeup import Deadlines, Waker
@@ -48,6 +49,8 @@ class Hooks:
     notify: Callable[[str], None] = lambda message: None
     #: Run by the loop after SIGUSR1 (logrotate: reopen the output files).
     on_reopen: Callable[[], None] | None = None
+    #: Seconds between two "WATCHDOG=1" (half of systemd's WatchdogSec=); None: no watchdog.
+    watchdog: float | None = None
 
 
 class Flags:
@@ -82,8 +85,9 @@ class Daemon:
         notify: Callable[[str], None] | None = None,
         install_signal_handlers: bool = True,
         on_reopen: Callable[[], None] | None = None,
+        watchdog: float | None = None,
     ) -> None:
-        self.hooks = Hooks(on_ready, notify or (lambda message: None), on_reopen)
+        self.hooks = Hooks(on_ready, notify or (lambda message: None), on_reopen, watchdog)
         self.install_signal_handlers = install_signal_handlers
         self.flags = Flags()
         self.exit_code = 0
@@ -95,10 +99,11 @@ class Daemon:
         self.event_log: EventLog | None = None
         self.reader: Reader | None = None  # None: not started, or closed
         self.waker: Waker | None = None
-        # Made by setup(): the watch set, the dispatcher, the status reporter.
+        # Made by setup(): the watch set, the dispatcher, the status reporter, the monitor.
         self.watchset: WatchSet
         self.dispatcher: Dispatcher
         self.status: StatusReporter
+        self.monitor: Monitor
 
     @property
     def hostname(self) -> str:
@@ -117,13 +122,15 @@ class Daemon:
             inotify.fd, self.waker.wake, int(app_settings.INOTIFIER_QUEUE_SIZE) * (HEADER_SIZE + 16)
         )
         hooks = SetHooks(
-            progress=lambda *args: self.status.progress(*args),
+            progress=self._progress,
             root_gone=lambda: self.deadlines.soon("missing"),
             removed=lambda watch: self.status.removed(watch),
         )
         self.watchset = WatchSet(inotify, self.desired.processor, self.event_log, hooks)
         self.status = StatusReporter(self.hostname, self.guard, self.watchset, self.reader, self.event_log)
         self.dispatcher = Dispatcher(self.reader, self.watchset, self.on_overflow)
+        parts = (self.watchset, self.reader, self.status, self.desired, self.guard, self.event_log)
+        self.monitor = Monitor(Sampler(*parts), MetricsConfig.from_settings(), self.hostname, self.hooks)
         if self.install_signal_handlers:
             # Handlers only set flags; the wake-up fd makes select() return at once,
             # so a signal is seen within milliseconds even with no file event.
@@ -142,6 +149,7 @@ class Daemon:
         if self.event_log is not None:
             self.event_log.start()
         self.reconcile(force=True)
+        self.monitor.start()
         self.status.write(force=True)
         inotifier_signals.daemon_started.send(sender=self.__class__, daemon=self)
         self.hooks.notify("READY=1")
@@ -195,6 +203,7 @@ class Daemon:
             self.status.write(force=True, running=False)
         except Exception:
             logger.warning("could not record the daemon's stop in the database")
+        self.monitor.close()
         if self.install_signal_handlers:
             try:
                 signal.set_wakeup_fd(-1)
@@ -221,6 +230,10 @@ class Daemon:
     def _on_usr1(self, signum: int, frame: Any) -> None:
         self.flags.reopen = True
 
+    def _progress(self, watch: ActiveWatch, added: int, started: float, done: bool) -> None:
+        self.status.progress(watch, added, started, done)
+        self.monitor.alive()  # a set-up of many directories: the loop is busy, not stuck
+
     # -- the loop ------------------------------------------------------------------
 
     def tick(self, timeout: float | None = None) -> None:
@@ -229,7 +242,7 @@ class Daemon:
         deadlines = self.deadlines
         now = time.monotonic()
         if timeout is None:
-            timeout = max(0.0, deadlines.next("poll", "missing") - now)
+            timeout = max(0.0, min(deadlines.next("poll", "missing"), self.monitor.due) - now)
         assert self.waker is not None
         if not self.dispatcher.has_work() and not (flags.hup or flags.reopen or flags.stopping):
             self.waker.wait(timeout)
@@ -253,6 +266,8 @@ class Daemon:
             watchset.check_missing()
         if deadlines.due("poll", now):
             self.poll()
+        if now >= self.monitor.due:
+            self.monitor.tick(now)
 
     def poll(self) -> None:
         """One poll: reconcile when the counter moved or a resync is due; write the status."""
@@ -284,24 +299,9 @@ class Daemon:
         if version is not None and not (self.guard is not None and self.guard.down):
             self.status.version_applied = version
         self.deadlines.postpone("resync", time.monotonic())
-        elapsed = (time.perf_counter() - started) * 1000
-        if plan.touched:
-            # One line for the whole change: each watch in error or missing has said so
-            # itself (once), the healthy ones are counted here.
-            counts = self.watchset.counts()
-            logger.info(
-                "reconciled in %.1f ms: %d added, %d removed, %d updated, %d unchanged; "
-                "%d watches: %d active, %d missing, %d in error",
-                elapsed,
-                len(plan.add),
-                len(plan.remove),
-                len(plan.update),
-                len(plan.unchanged),
-                len(self.watchset.watches),
-                counts[State.ACTIVE],
-                counts[State.MISSING],
-                counts[State.ERROR],
-            )
+        elapsed = time.perf_counter() - started
+        self.monitor.reconciled(elapsed)
+        reconcile_mod.log_summary(plan, elapsed, self.watchset)
         self.status.dirty = True
         if announce:
             self.hooks.notify("READY=1")
