@@ -114,6 +114,7 @@ class Daemon:
 
     def setup(self) -> None:
         """Create the parts: inotify, the watch set, the reader, the wake-up pipe, signal handlers."""
+        metrics = MetricsConfig.from_settings()  # first: a bad setting leaves nothing to close
         inotify = Inotify()
         self.waker = Waker()
         if app_settings.INOTIFIER_EVENT_LOG:
@@ -130,7 +131,7 @@ class Daemon:
         self.status = StatusReporter(self.hostname, self.guard, self.watchset, self.reader, self.event_log)
         self.dispatcher = Dispatcher(self.reader, self.watchset, self.on_overflow)
         parts = (self.watchset, self.reader, self.status, self.desired, self.guard, self.event_log)
-        self.monitor = Monitor(Sampler(*parts), MetricsConfig.from_settings(), self.hostname, self.hooks)
+        self.monitor = Monitor(Sampler(*parts), metrics, self.hostname, self.hooks)
         if self.install_signal_handlers:
             # Handlers only set flags; the wake-up fd makes select() return at once,
             # so a signal is seen within milliseconds even with no file event.
