@@ -192,6 +192,10 @@ def test_near_the_kernel_watch_limit_warns_once_per_crossing(
             wait_for(lambda: kernel_watches(19), 15)
             assert DaemonStatus.objects.get().near_watch_limit()  # the admin's badge
             if crossing == 0:
+                status_out = daemon.manage("inotifier_status").stdout
+                assert (
+                    "kernel watches: 19 of user.max_inotify_watches = 20 (95 %): near the limit" in status_out
+                ), status_out
                 families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
                 limit = families["inotifier_kernel_watches_limit"].samples[0]
                 assert (limit.labels["sysctl"], limit.value) == ("user.max_inotify_watches", 20)

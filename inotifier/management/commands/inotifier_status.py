@@ -196,6 +196,19 @@ class Command(InotifierCommand):
             "dropped": daemon.log_dropped,
         }
         self.stdout.write(self.style.SUCCESS(line) if alive else self.style.WARNING(line))
+        share = daemon.watch_limit_share()
+        if share is not None:
+            limit = _("  kernel watches: %(used)d of %(name)s = %(limit)d (%(share).0f %%)") % {
+                "used": daemon.kernel_watches,
+                "name": printable(daemon.kernel_watch_limit_name),
+                "limit": daemon.kernel_watch_limit,
+                "share": 100 * share,
+            }
+            if daemon.near_watch_limit():
+                limit += _(": near the limit, raise it before new directories go unwatched")
+                self.stdout.write(self.style.WARNING(limit))
+            else:
+                self.stdout.write(limit)
         if daemon.progress:
             self.stdout.write(_("  in progress: %s") % printable(daemon.progress, backslash=False))
         if daemon.message:
