@@ -1,13 +1,14 @@
 """What the metrics cost the daemon: the per-event count by type, and a sample per poll.
 
-    python bench/metrics_cost.py                 # deliver and sample, base = main
+    python bench/metrics_cost.py                 # deliver and sample
     python bench/metrics_cost.py deliver --base main --rounds 7
-    python bench/metrics_cost.py drain --base main --rounds 5
+    python bench/metrics_cost.py drain --rounds 5
     python bench/metrics_cost.py sample --watches 1000,10000
 
 ``deliver`` times ``ActiveWatch.deliver`` (the per-event path of bench targets 2
 and 3a, with a no-op processor) in this checkout and in ``--base`` (a
-``git archive`` of that revision in a temporary directory), alternating fresh
+``git archive`` of that revision in a temporary directory; by default where
+this branch left main, ``git merge-base main HEAD``), alternating fresh
 processes so both see the same machine load; it prints the medians and their
 ratio. ``drain`` runs bench/run.py's drain scenario for the project (bench
 target 2) in both checkouts, alternating, and prints the ratio of the
@@ -218,10 +219,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("part", nargs="?", choices=("deliver", "drain", "sample", "all"), default="all")
-    parser.add_argument("--base", default="main", help="revision to compare deliver() with (default: main)")
+    parser.add_argument(
+        "--base", default=None, help="revision to compare with (default: git merge-base main HEAD)"
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--watches", default="1000,10000", help="watch counts for the sample part")
     args = parser.parse_args()
+    if args.base is None:
+        merge_base = subprocess.run(
+            ["git", "merge-base", "main", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        args.base = merge_base.stdout.strip()[:12]
     if args.part in ("deliver", "all"):
         deliver(args.base, args.rounds)
     if args.part == "drain":

@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from django.db.models import Subquery
 from django.utils import timezone
 
 from .models import ConfigVersion, DaemonStatus, WatchPath, heartbeat_limit
+
+#: One host's answer, ready for ``json.dumps``.
+HostJSON = dict[str, str | int | float | bool | None]
+
+
+class HealthJSON(TypedDict):
+    """The whole answer, ready for ``json.dumps``."""
+
+    healthy: bool
+    config_version: int
+    hosts: list[HostJSON]
 
 
 class Problem:
@@ -112,9 +123,9 @@ def _when(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def host_json(h: HostHealth, detail: bool) -> dict[str, Any]:
+def host_json(h: HostHealth, detail: bool) -> HostJSON:
     """Return one host's answer as JSON-ready data; ``detail`` adds the daemon's pid and counters."""
-    data: dict[str, Any] = {
+    data: HostJSON = {
         "host": h.host,
         "healthy": h.healthy,
         "problem": h.problem,
@@ -147,7 +158,7 @@ def host_json(h: HostHealth, detail: bool) -> dict[str, Any]:
     return data
 
 
-def health_json(health: Health, detail: bool) -> dict[str, Any]:
+def health_json(health: Health, detail: bool) -> HealthJSON:
     """Return the whole answer as JSON-ready data."""
     return {
         "healthy": health.healthy,

@@ -107,7 +107,7 @@ class Command(InotifierCommand):
 
         host = app_settings.hostname
         pid = running_pid(app_settings.pid_file)
-        document: dict[str, Any] = {"host": host, "running": pid is not None, "pid": pid}
+        document: dict[str, object] = {"host": host, "running": pid is not None, "pid": pid}
         try:
             health = assess()
             report = health_json(health, detail=True)
@@ -130,7 +130,9 @@ class Command(InotifierCommand):
                 database_error=None,
             )
         except DatabaseError as exc:
-            document.update(healthy=False, daemons=[], watches=[], database_error=str(exc))
+            document.update(
+                healthy=False, config_version=None, daemons=[], watches=[], database_error=str(exc)
+            )
         # ensure_ascii: every control, format and non-ASCII character is a \u escape, so
         # nothing in a path can drive the terminal, and json.loads gives it back exactly.
         self.stdout.write(json.dumps(document, indent=2, ensure_ascii=True))
@@ -138,7 +140,7 @@ class Command(InotifierCommand):
             sys.exit(EXIT_NOT_RUNNING)
 
     @staticmethod
-    def watch_json(state: WatchState, alive: bool) -> dict[str, Any]:
+    def watch_json(state: WatchState, alive: bool) -> dict[str, object]:
         """Return one watch as JSON-ready data: its state as shown (unknown when its daemon is not alive)."""
         return {
             "host": state.host,
