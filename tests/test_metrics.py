@@ -449,8 +449,9 @@ def test_metrics_of_a_running_daemon_match_what_happened(
     assert value(samples, "inotifier_events_total", watch="settings:1", type="IN_CREATE") == 5
     assert value(samples, "inotifier_processor_errors_total", watch="settings:1") == 5
     assert value(samples, "inotifier_processor_errors_total", watch="settings:0") == 0
-    assert value(samples, "inotifier_overflows_total") == 1
-    assert value(samples, "inotifier_rescans_total") == 1  # the overflow's
+    overflows = value(samples, "inotifier_overflows_total")
+    assert overflows is not None and overflows >= 1
+    assert value(samples, "inotifier_rescans_total") == overflows  # one rescan per overflow
     assert value(samples, "inotifier_queue_peak_bytes") > 0  # type: ignore[operator]
     assert value(samples, "inotifier_eventlog_rows_dropped_total") == 0
     assert value(samples, "inotifier_eventlog_rows_pending") == 0
@@ -469,7 +470,7 @@ def test_metrics_of_a_running_daemon_match_what_happened(
     taken = value(samples, "inotifier_sample_timestamp_seconds")
     wait_for(lambda: value(scrape(port), "inotifier_sample_timestamp_seconds") != taken, 10)
     # The textfile says the same.
-    wait_for(lambda: value(parse(prom.read_text()), "inotifier_overflows_total") == 1, 10)
+    wait_for(lambda: value(parse(prom.read_text()), "inotifier_overflows_total") == overflows, 10)
     from_file = parse(prom.read_text())
     assert value(from_file, "inotifier_processor_errors_total", watch="settings:1") == 5
 
