@@ -316,6 +316,24 @@ class WatchPathAdmin(OwnFiltersOnly):
         return super().changelist_view(request, extra_context)
 
 
+def kernel_watches_html(d: DaemonStatus) -> str:
+    """Return a daemon's kernel watches against its limit, with a red badge from 90 % on."""
+    share = d.watch_limit_share()
+    if share is None:
+        return format_html("{}", d.kernel_watches)
+    text = format_html("{} / {} ({}&nbsp;%)", d.kernel_watches, d.kernel_watch_limit, int(share * 100))
+    if not d.near_watch_limit():
+        return text
+    name = shown(d.kernel_watch_limit_name) or "fs.inotify.max_user_watches"
+    return format_html(
+        '{} <span class="inotifier-limit-badge" style="color:#fff;background:#cf222e;padding:0 4px;'
+        'border-radius:3px;white-space:nowrap" title="{}">{}</span>',
+        text,
+        _("Raise the sysctl %(name)s before new directories go unwatched.") % {"name": name},
+        _("near the limit"),
+    )
+
+
 def daemon_row(d: DaemonStatus) -> dict[str, Any]:
     """Return what the overview shows of one daemon: its texts printable, times with seconds."""
     return {
@@ -328,7 +346,8 @@ def daemon_row(d: DaemonStatus) -> dict[str, Any]:
         "started": show_time(d.started),
         "heartbeat": show_time(d.heartbeat),
         "version_applied": d.version_applied,
-        "kernel_watches": d.kernel_watches,
+        "kernel_watches": kernel_watches_html(d),
+        "near_watch_limit": d.near_watch_limit(),
         "events": d.events,
         "errors": d.errors,
         "overflows": d.overflows,
@@ -378,7 +397,7 @@ class DaemonStatusAdmin(OwnFiltersOnly):
         "started_display",
         "heartbeat_display",
         "version_display",
-        "kernel_watches",
+        "kernel_watches_display",
         "events",
         "errors",
         "overflows",
@@ -396,7 +415,8 @@ class DaemonStatusAdmin(OwnFiltersOnly):
         "started_display",
         "heartbeat_display",
         "version_applied",
-        "kernel_watches",
+        "kernel_watches_display",
+        "kernel_watch_limit_name",
         "events",
         "errors",
         "overflows",
@@ -448,6 +468,10 @@ class DaemonStatusAdmin(OwnFiltersOnly):
     @admin.display(description=_("last heartbeat"), ordering="heartbeat")
     def heartbeat_display(self, obj: DaemonStatus) -> str:
         return show_time(obj.heartbeat)
+
+    @admin.display(description=_("kernel watches"), ordering="kernel_watches")
+    def kernel_watches_display(self, obj: DaemonStatus) -> str:
+        return kernel_watches_html(obj)
 
     @admin.display(description=_("progress"))
     def progress_display(self, obj: DaemonStatus) -> str:

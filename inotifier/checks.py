@@ -9,7 +9,7 @@ from typing import Any
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import app_settings
+from .conf import app_settings, metrics_problems
 from .specs import settings_problems
 
 
@@ -18,6 +18,7 @@ class Codes:
     PLATFORM = "inotifier.E002"
     PROCESSORS = "inotifier.E003"
     ROOTS = "inotifier.E004"
+    METRICS = "inotifier.E005"
     MISSING_PATH = "inotifier.W001"
     NO_ALLOWED_ROOTS = "inotifier.W002"
 
@@ -112,3 +113,16 @@ def check_admin_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     return messages
+
+
+@register()
+def check_metrics_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    return [
+        Error(
+            message,
+            hint="See the Monitoring section of docs/deployment.md.",
+            obj="settings.INOTIFIER_METRICS_*",
+            id=Codes.METRICS,
+        )
+        for message in metrics_problems()
+    ]

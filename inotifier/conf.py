@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 
 #: Every setting the app reads, with its default. The docs' settings reference
 #: (docs/settings.md) lists the same names; a test keeps the two in step.
@@ -58,6 +62,14 @@ DEFAULTS: dict[str, Any] = {
     "INOTIFIER_START_TIMEOUT": 120.0,
     # Seconds each query of the admin's event list may run before it is stopped (None or 0: no limit).
     "INOTIFIER_ADMIN_QUERY_TIMEOUT": 5.0,
+    # TCP port the daemon serves Prometheus metrics on (None: not served; 0: any free port, logged).
+    "INOTIFIER_METRICS_PORT": None,
+    # Address that port is bound to: loopback unless the scraper runs elsewhere.
+    "INOTIFIER_METRICS_ADDRESS": "127.0.0.1",
+    # File the daemon writes its metrics to for node_exporter's textfile collector (None: none).
+    "INOTIFIER_METRICS_TEXTFILE": None,
+    # Let anyone read the health view (it then shows no pid, counter or message; never paths).
+    "INOTIFIER_HEALTH_PUBLIC": False,
 }
 
 
@@ -90,3 +102,53 @@ class InotifierSettings:
 
 
 app_settings = InotifierSettings()
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where the daemon publishes its metrics: an HTTP port, a textfile, both or neither."""
+
+    port: int | None = None
+    address: str = "127.0.0.1"
+    textfile: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None or self.textfile is not None
+
+    @classmethod
+    def from_settings(cls) -> MetricsConfig:
+        """Return the metrics settings; raise ImproperlyConfigured naming the culprit."""
+        problems = metrics_problems()
+        if problems:
+            raise ImproperlyConfigured(problems[0])
+        return cls(
+            app_settings.INOTIFIER_METRICS_PORT,
+            app_settings.INOTIFIER_METRICS_ADDRESS,
+            app_settings.INOTIFIER_METRICS_TEXTFILE,
+        )
+
+
+def metrics_problems() -> list[str]:
+    """Return what is wrong with the INOTIFIER_METRICS_* settings, one sentence each."""
+    port = app_settings.INOTIFIER_METRICS_PORT
+    address = app_settings.INOTIFIER_METRICS_ADDRESS
+    textfile = app_settings.INOTIFIER_METRICS_TEXTFILE
+    problems = []
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        problems.append(f"INOTIFIER_METRICS_PORT must be a port number (0-65535) or None, not {port!r}")
+    if not isinstance(address, str) or not address:
+        problems.append(f"INOTIFIER_METRICS_ADDRESS must be a host name or IP address, not {address!r}")
+    if textfile is not None and (
+        not isinstance(textfile, str) or not os.path.isabs(textfile) or not textfile.endswith(".prom")
+    ):
+        problems.append(
+            "INOTIFIER_METRICS_TEXTFILE must be an absolute path ending in .prom (the only files "
+            f"node_exporter's textfile collector reads), not {textfile!r}"
+        )
+    if (port is not None or textfile is not None) and importlib.util.find_spec("prometheus_client") is None:
+        problems.append(
+            "the INOTIFIER_METRICS_* settings need prometheus_client, which is not installed: "
+            "pip install 'django-inotifier[metrics]'"
+        )
+    return problems

@@ -24,7 +24,7 @@ from .specs import (
     validate_path,
     validate_processor_allowed,
 )
-from .states import State
+from .states import State, near_watch_limit
 
 
 class ConfigVersion(models.Model):
@@ -271,6 +271,18 @@ class DaemonStatus(models.Model):
     heartbeat = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
     version_applied = models.BigIntegerField(_("config version applied"), default=0)
     kernel_watches = models.IntegerField(_("kernel watches"), default=0)
+    kernel_watch_limit = models.IntegerField(
+        _("kernel watch limit"),
+        null=True,
+        blank=True,
+        help_text=_("The inotify watch limit in force for the daemon (unknown: empty)."),
+    )
+    kernel_watch_limit_name = models.CharField(
+        _("kernel watch limit sysctl"),
+        max_length=64,
+        blank=True,
+        help_text=_("The sysctl that sets it: fs.inotify.max_user_watches, or user.max_inotify_watches."),
+    )
     events = models.BigIntegerField(_("events"), default=0)
     errors = models.BigIntegerField(_("processor errors"), default=0)
     overflows = models.IntegerField(_("queue overflows"), default=0)
@@ -296,6 +308,16 @@ class DaemonStatus(models.Model):
         if not self.running or self.heartbeat is None:
             return False
         return (timezone.now() - self.heartbeat).total_seconds() < heartbeat_limit()
+
+    def near_watch_limit(self) -> bool:
+        """Return True when its kernel watches are at 90 % of the limit or more."""
+        return near_watch_limit(self.kernel_watches, self.kernel_watch_limit)
+
+    def watch_limit_share(self) -> float | None:
+        """Return its kernel watches as a share of the limit (None: the limit is unknown)."""
+        if not self.kernel_watch_limit:
+            return None
+        return self.kernel_watches / self.kernel_watch_limit
 
 
 class WatchState(models.Model):

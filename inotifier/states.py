@@ -18,3 +18,11 @@ class State(models.TextChoices):
 #: (stopped, killed, or its heartbeat too old): the state is only as good as its daemon.
 UNKNOWN = "unknown"
 UNKNOWN_LABEL = _("unknown (daemon not running)")
+
+#: Share of the kernel's inotify watch limit past which the daemon warns (log, admin, metrics).
+KERNEL_WATCHES_WARNING = 0.9
+
+
+def near_watch_limit(used: int, limit: int | None) -> bool:
+    """Return True when ``used`` kernel watches are at least KERNEL_WATCHES_WARNING of ``limit``."""
+    return limit is not None and limit > 0 and used >= KERNEL_WATCHES_WARNING * limit

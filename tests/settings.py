@@ -81,6 +81,9 @@ INOTIFIER_EVENT_LOG_MAX_AGE = env.float("INOTIFIER_EVENT_LOG_MAX_AGE", default=7
 INOTIFIER_EVENT_LOG_MAX_ROWS = env.int("INOTIFIER_EVENT_LOG_MAX_ROWS", default=100_000)
 INOTIFIER_PROCESSORS = env.list("INOTIFIER_PROCESSORS", default=None)
 INOTIFIER_ALLOWED_ROOTS = env.list("INOTIFIER_ALLOWED_ROOTS", default=None)
+# Metrics: a real port (0: any free one, logged) and/or a textfile, for daemons the tests start.
+INOTIFIER_METRICS_PORT = env.int("INOTIFIER_METRICS_PORT", default=None)
+INOTIFIER_METRICS_TEXTFILE = env("INOTIFIER_METRICS_TEXTFILE", default=None)
 
 LOGGING = {
     "version": 1,

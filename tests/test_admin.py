@@ -580,3 +580,31 @@ def test_last_event_links_to_the_watchs_events(admin_client: Client, roots: Path
     assert f"{reverse('admin:inotifier_eventlog_changelist')}?watch=r{row.pk}" in html
     viewer = staff(["view_watchpath"])  # may not see the event log: no link to it
     assert "?watch=r" not in viewer.get(LIST_URL).content.decode()
+
+
+def test_kernel_watches_near_the_limit_get_a_badge_escaped(admin_client: Client, roots: Path) -> None:
+    now = timezone.now()
+    DaemonStatus.objects.create(
+        host="full", running=True, heartbeat=now, kernel_watches=95, kernel_watch_limit=100,
+        kernel_watch_limit_name="user.max_inotify_watches<script>",
+    )  # fmt: skip
+    DaemonStatus.objects.create(
+        host="half", running=True, heartbeat=now, kernel_watches=50, kernel_watch_limit=100
+    )
+    DaemonStatus.objects.create(host="unknown", running=True, heartbeat=now, kernel_watches=7)
+    for url in (LIST_URL, reverse("admin:inotifier_daemonstatus_changelist")):
+        page = admin_client.get(url).content.decode()
+        assert page.count('class="inotifier-limit-badge"') == 1, url
+        assert "95 / 100 (95&nbsp;%)" in page and "50 / 100 (50&nbsp;%)" in page
+        badge = re.search(r'<span class="inotifier-limit-badge"[^>]*title="([^"]*)">([^<]*)</span>', page)
+        assert badge, url
+        assert badge.group(2) == "near the limit"
+        assert (
+            badge.group(1)
+            == "Raise the sysctl user.max_inotify_watches&lt;script&gt; before new directories go unwatched."
+        )
+        assert "<script>" not in page
+    detail = admin_client.get(
+        reverse("admin:inotifier_daemonstatus_change", args=[DaemonStatus.objects.get(host="full").pk])
+    ).content.decode()
+    assert 'class="inotifier-limit-badge"' in detail

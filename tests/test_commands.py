@@ -470,9 +470,11 @@ def test_every_command_ends_quietly_when_its_reader_has_gone(daemon: Daemon, wat
     daemon.env_extra["INOTIFIER_ALLOWED_ROOTS"] = str(watch_dir)  # no system check warning on stderr
     for args, code in [
         (("inotifier_status",), 3),
+        (("inotifier_status", "--json"), 3),
         (("inotifier_start",), 0),
         (("inotifier_status",), 0),
         (("inotifier_status", "--all-hosts"), 0),
+        (("inotifier_status", "--json", "--all-hosts"), 0),
         (("inotifier_reload",), 0),
         (("inotifier_prune_events",), 0),
         (("inotifier_stop",), 0),

@@ -162,6 +162,58 @@ def test_out_of_kernel_watches(daemon: Daemon, watch_dir: Path) -> None:
     assert "out of inotify watches" in err
 
 
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_near_the_kernel_watch_limit_warns_once_per_crossing(
+    daemon: Daemon, watch_dir: Path, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tree = watch_dir / "tree"
+    for i in range(10):
+        (tree / f"d{i}").mkdir(parents=True)
+    prom = tmp_path / "inotifier.prom"
+    daemon.env_extra["INOTIFIER_METRICS_TEXTFILE"] = str(prom)
+    daemon.watch_paths = [[str(tree), "IN_CREATE", SIGNALER, {"recursive": True, "auto_add": True}]]
+    # A limit of 20 kernel watches in a user namespace made for the test: 11 are used (55 %).
+    proc = run_limited(daemon, 20, [sys.executable, "-m", "django", "inotifier_start", "--foreground"])
+
+    def kernel_watches(n: int) -> bool:
+        assert proc.poll() is None
+        return DaemonStatus.objects.filter(kernel_watches=n).exists()
+
+    try:
+        wait_for(lambda: kernel_watches(11), 30)
+        status = DaemonStatus.objects.get()
+        assert (status.kernel_watch_limit, status.kernel_watch_limit_name) == (20, "user.max_inotify_watches")
+        assert not status.near_watch_limit()
+        for crossing in range(2):
+            for i in range(8):  # 19 of 20: 95 %
+                (tree / f"new{i}").mkdir()
+            wait_for(lambda: kernel_watches(19), 15)
+            assert DaemonStatus.objects.get().near_watch_limit()  # the admin's badge
+            if crossing == 0:
+                status_out = daemon.manage("inotifier_status").stdout
+                assert (
+                    "kernel watches: 19 of user.max_inotify_watches = 20 (95 %): near the limit" in status_out
+                ), status_out
+                families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+                limit = families["inotifier_kernel_watches_limit"].samples[0]
+                assert (limit.labels["sysctl"], limit.value) == ("user.max_inotify_watches", 20)
+            time.sleep(2.0)  # four polls at 95 %: one warning, not one per poll
+            for i in range(8):
+                (tree / f"new{i}").rmdir()
+            wait_for(lambda: kernel_watches(11), 15)
+            time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    warnings = [line for line in err.splitlines() if "kernel watches in use" in line]
+    assert len(warnings) == 2, err  # once per crossing
+    assert "19 kernel watches in use: 95 % of the limit user.max_inotify_watches = 20" in warnings[0]
+    assert err.count("kernel watches back under 90 %") == 2
+
+
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 def test_permission_denied(daemon: Daemon, watch_dir: Path, tmp_path: Path) -> None:
     from django.db import connection

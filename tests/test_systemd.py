@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -354,3 +355,117 @@ def test_progress_of_a_large_tree_in_log_and_status(daemon: Daemon, watch_dir: P
     assert "in progress" not in status.stdout, status.stdout
     assert "25001 kernel watches" in status.stdout, status.stdout  # the root and 25 000
     assert made < 30, f"making the tree took {made:.1f} s"
+
+
+def watched_daemon(
+    daemon: Daemon, notify_socket: NotifySocket, watchdog_pid: str = "$$"
+) -> subprocess.Popen[str]:
+    """Start the daemon in the foreground as systemd would with WatchdogSec=0.4s.
+
+    ``WATCHDOG_PID=$$`` is the shell's pid, which ``exec`` hands to the daemon:
+    systemd names the main process the same way.
+    """
+    env = daemon.env()
+    env.update(NOTIFY_SOCKET=notify_socket.path, WATCHDOG_USEC="400000")
+    script = f'WATCHDOG_PID={watchdog_pid} exec "$@"'
+    proc = subprocess.Popen(
+        ["sh", "-c", script, "sh", sys.executable, "-m", "django", "inotifier_start", "--foreground"],
+        env=env,
+        cwd=daemon.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    daemon.foreground = proc
+    return proc
+
+
+def pings(notify_socket: NotifySocket, seconds: float) -> list[float]:
+    """Return when (time.monotonic()) each WATCHDOG=1 came during ``seconds``."""
+    times = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = notify_socket.receive(left)
+        except AssertionError:
+            break
+        if message == "WATCHDOG=1":
+            times.append(time.monotonic())
+    return times
+
+
+def test_the_loop_pings_the_watchdog_and_stops_when_it_is_stuck(
+    daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket
+) -> None:
+    stuck = watch_dir / "stuck"
+    stuck.mkdir()
+    daemon.watch_paths = [
+        [str(watch_dir), "IN_CREATE", SIGNALER],
+        [str(stuck), "IN_CREATE", "tests.testapp.receivers.StuckProcessor"],
+    ]
+    proc = watched_daemon(daemon, notify_socket)
+    notify_socket.until("READY=1", timeout=30)
+    # Every 0.2 s: half of WatchdogSec=, as systemd advises.
+    healthy = pings(notify_socket, 2.0)
+    assert len(healthy) >= 5, healthy
+    # A processor that blocks the loop for 2 s: the pings stop (systemd would restart the
+    # daemon after 0.4 s), though every other thread of the process runs on.
+    (stuck / "block").touch()
+    during = pings(notify_socket, 4.0)
+    gaps = [b - a for a, b in itertools.pairwise([healthy[-1], *during])]
+    assert max(gaps) > 1.5, gaps
+    daemon.record.wait_path(stuck / "block", "stuck")
+    # Once the processor returns, the loop pings again.
+    assert len(pings(notify_socket, 1.0)) >= 2
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+
+
+def test_no_watchdog_ping_when_systemd_watches_another_process(
+    daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket
+) -> None:
+    daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
+    proc = watched_daemon(daemon, notify_socket, watchdog_pid="1")
+    notify_socket.until("READY=1", timeout=30)
+    assert pings(notify_socket, 1.5) == []
+    (watch_dir / "works").touch()
+    daemon.record.wait_path(watch_dir / "works", "IN_CREATE")
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize(
+    ("usec", "pid", "expected"),
+    [
+        ("400000", "self", 0.2),
+        ("30000000", None, 15.0),  # WATCHDOG_PID unset: this process
+        ("400000", "1", None),  # another process is the one watched
+        (None, None, None),
+        ("0", None, None),
+        ("soon", None, None),
+    ],
+)
+def test_watchdog_interval_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None, expected: float | None
+) -> None:
+    from inotifier.daemon.process import watchdog_interval
+
+    for name, value in (
+        ("WATCHDOG_USEC", usec),
+        ("WATCHDOG_PID", str(os.getpid()) if pid == "self" else pid),
+    ):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert watchdog_interval() == expected
+    # Read once: the processes the daemon starts do not inherit them.
+    assert "WATCHDOG_USEC" not in os.environ and "WATCHDOG_PID" not in os.environ
+
+
+def test_unit_file_sets_a_watchdog() -> None:
+    service = unit_file()["Service"]
+    assert service["WatchdogSec"] == ["60s"]
+    assert service["Restart"] == ["on-failure"]  # a watchdog timeout counts as a failure

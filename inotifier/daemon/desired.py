@@ -41,6 +41,7 @@ class DesiredState:
         self._rows: list[tuple[Any, ...]] = []  # last rows read; kept through an outage
         #: The version counter read just before the rows by the last ``specs()`` (None: not read).
         self.version_read: int | None = None
+        self.seen: int | None = None  # the counter as last read (metrics: the version to apply)
         self.leases: LeaseKeeper | None = None
         self.listener: ConfigListener | None = None
         if guard is not None:
@@ -119,6 +120,8 @@ class DesiredState:
         from ..models import ConfigVersion
 
         _done, version = self.guard.call(ConfigVersion.current)
+        if version is not None:
+            self.seen = version
         return version
 
     def specs(self, force: bool = False) -> dict[str, WatchSpec]:
@@ -131,6 +134,7 @@ class DesiredState:
             done, read = self.guard.call(self._read_version_and_rows, force=True)
             if done and read is not None:
                 self.version_read, self._rows = read
+                self.seen = self.version_read
         rows = self._rows
         if self.leases is not None:
             held = self.leases.sync(row[PK] for row in rows if row[EXCLUSIVE])

@@ -72,13 +72,33 @@ class SdNotifier:
             logger.warning("sd_notify %r failed: %s", message, exc)
 
 
+def watchdog_interval() -> float | None:
+    """Return the seconds between two WATCHDOG=1 (half of WatchdogSec=), or None when not watched.
+
+    systemd sets WATCHDOG_USEC (and WATCHDOG_PID) for the process it watches:
+    another process (a wrapper's child) is not watched. Both are removed from
+    the environment, so processes the daemon starts do not take them as theirs.
+    """
+    usec = os.environ.pop("WATCHDOG_USEC", "")
+    pid = os.environ.pop("WATCHDOG_PID", "")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        seconds = int(usec) / 1_000_000
+    except ValueError:
+        return None
+    return seconds / 2 if seconds > 0 else None
+
+
 def run_foreground(verbosity: int = 1, ready: Callable[[Daemon], None] | None = None) -> int:
     """Run the daemon attached to the terminal, holding the pid file; return the exit code."""
     configure_logging(verbosity)
     pidfile = PidFile(app_settings.pid_file)
     pidfile.acquire()
     try:
-        daemon = Daemon(on_ready=ready, notify=SdNotifier(), on_reopen=_reopener(None, None))
+        daemon = Daemon(
+            on_ready=ready, notify=SdNotifier(), on_reopen=_reopener(None, None), watchdog=watchdog_interval()
+        )
         logger.info("inotifier daemon started in the foreground (pid %s)", os.getpid())
         return daemon.run()
     finally:
@@ -224,7 +244,8 @@ def _daemon_main(write_fd: int, stdout_path: str | None, stderr_path: str | None
 
     code = 1
     try:
-        code = Daemon(on_ready=ready, notify=SdNotifier(), on_reopen=reopen).run()
+        notify = SdNotifier()
+        code = Daemon(on_ready=ready, notify=notify, on_reopen=reopen, watchdog=watchdog_interval()).run()
     except BaseException as exc:
         logger.exception("the daemon failed")
         if pipe:

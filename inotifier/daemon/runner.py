@@ -11,7 +11,7 @@ from types import FrameType, TracebackType
 from django.db import connections
 
 from .. import signals as inotifier_signals
-from ..conf import app_settings
+from ..conf import MetricsConfig, app_settings
 from ..escaping import get_logger
 from ..masks import IN_Q_OVERFLOW, event_maskname
 from . import reconcile as reconcile_mod
@@ -21,7 +21,9 @@ from .dispatch import Dispatcher
 from .eventlog import EventLog
 from .events import make_event
 from .kernel import HEADER_SIZE, Inotify, read_sysctl
+from .monitor import Monitor
 from .reader import Reader
+from .sampler import Sampler
 from .status import StatusReporter
 from .table import WatchTable
 from .wakeup import Deadlines, Waker
@@ -46,6 +48,8 @@ class Hooks:
     notify: Callable[[str], None] = lambda message: None
     #: Run by the loop after SIGUSR1 (logrotate: reopen the output files).
     on_reopen: Callable[[], None] | None = None
+    #: Seconds between two "WATCHDOG=1" (half of systemd's WatchdogSec=); None: no watchdog.
+    watchdog: float | None = None
 
 
 class Flags:
@@ -80,8 +84,9 @@ class Daemon:
         notify: Callable[[str], None] | None = None,
         install_signal_handlers: bool = True,
         on_reopen: Callable[[], None] | None = None,
+        watchdog: float | None = None,
     ) -> None:
-        self.hooks = Hooks(on_ready, notify or (lambda message: None), on_reopen)
+        self.hooks = Hooks(on_ready, notify or (lambda message: None), on_reopen, watchdog)
         self.install_signal_handlers = install_signal_handlers
         self.flags = Flags()
         self.exit_code = 0
@@ -93,10 +98,11 @@ class Daemon:
         self.event_log: EventLog | None = None
         self.reader: Reader | None = None  # None: not started, or closed
         self.waker: Waker | None = None
-        # Made by setup(): the watch set, the dispatcher, the status reporter.
+        # Made by setup(): the watch set, the dispatcher, the status reporter, the monitor.
         self.watchset: WatchSet
         self.dispatcher: Dispatcher
         self.status: StatusReporter
+        self.monitor: Monitor
 
     @property
     def hostname(self) -> str:
@@ -107,6 +113,7 @@ class Daemon:
 
     def setup(self) -> None:
         """Create the parts: inotify, the watch set, the reader, the wake-up pipe, signal handlers."""
+        metrics = MetricsConfig.from_settings()  # first: a bad setting leaves nothing to close
         inotify = Inotify()
         self.waker = Waker()
         if app_settings.INOTIFIER_EVENT_LOG:
@@ -122,6 +129,8 @@ class Daemon:
         self.watchset = WatchSet(inotify, self.desired.processor, self.event_log, hooks)
         self.status = StatusReporter(self.hostname, self.guard, self.watchset, self.reader, self.event_log)
         self.dispatcher = Dispatcher(self.reader, self.watchset, self.on_overflow)
+        parts = (self.watchset, self.reader, self.status, self.desired, self.guard, self.event_log)
+        self.monitor = Monitor(Sampler(*parts), metrics, self.hostname, self.hooks)
         if self.install_signal_handlers:
             # Handlers only set flags; the wake-up fd makes select() return at once,
             # so a signal is seen within milliseconds even with no file event.
@@ -142,6 +151,7 @@ class Daemon:
         assert self.waker is not None
         self.desired.start(self.waker)  # LISTEN before the rows are read: no change falls between
         self.reconcile(force=True)
+        self.monitor.start()
         self.status.write(force=True)
         inotifier_signals.daemon_started.send(sender=self.__class__, daemon=self)
         self.hooks.notify("READY=1")
@@ -196,6 +206,7 @@ class Daemon:
             self.status.write(force=True, running=False)
         except Exception:
             logger.warning("could not record the daemon's stop in the database")
+        self.monitor.close()
         if self.install_signal_handlers:
             try:
                 signal.set_wakeup_fd(-1)
@@ -215,6 +226,7 @@ class Daemon:
 
     def _progress(self, watch: ActiveWatch, added: int, started: float, done: bool) -> None:
         self.status.progress(watch, added, started, done)
+        self.monitor.alive()  # a set-up of many directories: the loop is busy, not stuck
         try:
             inotifier_signals.setup_progress.send(
                 sender=self.__class__, daemon=self, watch=watch.spec, directories=added, done=done
@@ -239,7 +251,8 @@ class Daemon:
         deadlines = self.deadlines
         now = time.monotonic()
         if timeout is None:
-            timeout = max(0.0, min(deadlines.next("poll", "missing"), self.desired.next_wakeup()) - now)
+            due = min(deadlines.next("poll", "missing"), self.desired.next_wakeup(), self.monitor.due)
+            timeout = max(0.0, due - now)
         assert self.waker is not None
         busy = self.dispatcher.has_work() or flags.hup or flags.reopen or flags.stopping
         ready = self.waker.wait(0.0 if busy else timeout)
@@ -269,6 +282,8 @@ class Daemon:
             self.poll()
         elif announced:
             self.status.write()  # the admin sees the change now, not at the next poll
+        if now >= self.monitor.due:
+            self.monitor.tick(now)
 
     def poll(self) -> None:
         """One poll: reconcile when the counter moved or a resync is due; write the status."""
@@ -301,7 +316,9 @@ class Daemon:
         if version is not None and not (self.guard is not None and self.guard.down):
             self.status.version_applied = version
         self.deadlines.postpone("resync", time.monotonic())
-        reconcile_mod.log_plan(plan, time.perf_counter() - started, self.watchset)
+        elapsed = time.perf_counter() - started
+        self.monitor.reconciled(elapsed)
+        reconcile_mod.log_plan(plan, elapsed, self.watchset)
         self.status.dirty = True
         if announce:
             self.hooks.notify("READY=1")

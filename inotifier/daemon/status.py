@@ -10,6 +10,7 @@ from typing import Protocol
 from django.db import transaction
 
 from ..escaping import get_logger
+from .budget import WatchBudget
 from .dbguard import DatabaseGuard
 from .reader import Reader
 from .watches import ActiveWatch
@@ -34,6 +35,7 @@ class StatusReporter:
     transaction, so a reader never sees the new version applied beside the
     watch states of the old one. The loop sets ``version_applied``,
     ``overflows`` and ``message``; ``progress`` is called during a large set-up.
+    The kernel's watch limit is the one ``budget`` read last.
     """
 
     def __init__(
@@ -43,14 +45,16 @@ class StatusReporter:
         watches: WatchSet,
         reader: Reader | None,
         log: LogStats | None,
+        budget: WatchBudget | None = None,
     ) -> None:
         self.hostname = hostname
         self.guard = guard
         self.watches = watches
         self.reader = reader
         self.log = log
+        self.budget = budget or WatchBudget()
         self.started = datetime.now(UTC)
-        self.pid = os.getpid()
+        self.written_at = 0.0  # time.time() of the last status written (the metrics' heartbeat)
         self.version_applied = 0
         self.overflows = 0
         self.message = ""
@@ -58,6 +62,10 @@ class StatusReporter:
         self.dirty = True  # the daemon's own row has news
         self._next_heartbeat = 0.0
         self._removed: set[str] = set()  # keys of watches no longer held
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
 
     def removed(self, watch: ActiveWatch) -> None:
         """Note that a watch is no longer held: its row goes at the next write."""
@@ -95,6 +103,7 @@ class StatusReporter:
             logger.exception("writing the daemon status failed")
             return
         if done:
+            self.written_at = time.time()
             for watch in dirty:
                 watch.dirty = False
             self.dirty = False
@@ -110,6 +119,8 @@ class StatusReporter:
             "heartbeat": datetime.now(UTC),
             "version_applied": self.version_applied,
             "kernel_watches": watches.kernel_watches(),
+            "kernel_watch_limit": self.budget.limit,
+            "kernel_watch_limit_name": self.budget.name,
             "events": sum(w.events for w in watches.watches.values()),
             "errors": watches.errors,
             "overflows": self.overflows,

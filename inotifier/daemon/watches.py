@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 import time
-from collections import deque
+from collections import defaultdict, deque
 from typing import Protocol, TypeAlias
 
 from ..escaping import get_logger
@@ -67,7 +67,10 @@ class ActiveWatch:
         self.health = Health(spec.error or error)
         self.paths: dict[str, int] = {}  # path -> wd, for every kernel watch it holds
         self.queue: deque[tuple[int, str, int, int, str]] = deque()  # routed, not yet handled
-        self.events = 0
+        #: Events delivered, by mask (IN_ISDIR kept): ``events`` is their sum, the metrics give
+        #: them by type. One ``[mask] += 1`` in place of a plain ``+= 1`` costs about 40 ns
+        #: per event (measured: bench/metrics_cost.py).
+        self.counts: defaultdict[int, int] = defaultdict(int)
         self.errors = 0
         self.last_event: float | None = None
         self.dirty = True  # its status row needs writing
@@ -97,6 +100,11 @@ class ActiveWatch:
     @property
     def state(self) -> str:
         return self.health.state
+
+    @property
+    def events(self) -> int:
+        """Return the events delivered to the processor since the watch was made."""
+        return sum(self.counts.values())
 
     @property
     def message(self) -> str:
@@ -291,7 +299,7 @@ class ActiveWatch:
             event.dir = path != cfg.root or self.where[1]
         now = time.time()
         self.last_event = now
-        self.events += 1
+        self.counts[mask] += 1
         self.dirty = True
         rows = cfg.log_rows
         if rows is not None:

@@ -62,6 +62,9 @@ class WatchSet:
         self.ready: deque[ActiveWatch] = deque()
         self.queued = 0
         self.errors = 0  # processor errors of every watch since the daemon started
+        #: Scans of the watched trees for what the kernel could not report (the overflow rescan
+        #: below; a catch-up scan at start or re-arm counts here too): inotifier_rescans_total.
+        self.rescans = 0
         self.moved_out: set[ActiveWatch] = set()  # watches with directories moved out, to settle
         self._load = load
         self._log = log
@@ -101,7 +104,7 @@ class WatchSet:
             old.stop(self.table)
             self._transfer_queue(old, new)
             self.moved_out.discard(old)
-            new.events, new.errors, new.last_event = old.events, old.errors, old.last_event
+            new.counts, new.errors, new.last_event = old.counts, old.errors, old.last_event
             self.watches[spec.key] = new
             return
         processor = old.processor
@@ -148,6 +151,7 @@ class WatchSet:
         Every directory a tree watch holds is listed again: what is found is
         delivered, and new directories are watched.
         """
+        self.rescans += 1
         for watch in list(self.watches.values()):
             if watch.state != State.ACTIVE or not watch.spec.auto_add:
                 continue

@@ -65,6 +65,16 @@ class SlowProcessor(pyinotify.ProcessEvent):
         record("slow", event)
 
 
+class StuckProcessor(pyinotify.ProcessEvent):
+    """A processor that blocks the daemon's loop for 2 s on each event, then records it."""
+
+    def process_default(self, event: Any) -> None:
+        import time
+
+        time.sleep(2.0)
+        record("stuck", event)
+
+
 class RecordingProcessor(pyinotify.ProcessEvent):
     """Record every event under the name "processor"."""
 

@@ -11,6 +11,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ...checks import watch_path_problems
+from ...conf import metrics_problems
 from ...daemon.pidfile import AlreadyRunning, PidFileError
 from ...escaping import printable, printable_lines
 from ._base import InotifierCommand
@@ -40,6 +41,7 @@ class Command(InotifierCommand):
         if not sys.platform.startswith("linux"):
             raise CommandError(_("inotifier needs Linux (inotify); this is %s.") % sys.platform)
         errors, warnings = watch_path_problems()
+        errors += metrics_problems()
         if errors:
             raise CommandError(
                 _("Invalid inotifier configuration:\n  %s")

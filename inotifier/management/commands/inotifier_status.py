@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ class Command(InotifierCommand):
         "Show whether the inotifier daemon runs on this host, and the state of every watch. "
         "A watch whose daemon is not alive (stopped, killed, or no recent heartbeat) shows as "
         "UNKNOWN with what it last reported. Exit status 0 when the daemon runs, 3 when it "
-        "does not (LSB)."
+        "does not (LSB). --json prints one JSON document instead (same exit status)."
     )
     requires_system_checks: list[str] = []
 
@@ -42,12 +43,23 @@ class Command(InotifierCommand):
             action="store_true",
             help=_("Show the daemons and watches of every host."),
         )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help=_(
+                "Print one JSON document: this host, every host's daemon (alive, heartbeat age, "
+                "version lag, counters) and the watches (of every host with --all-hosts)."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from ...daemon.pidfile import running_pid
         from ...models import DaemonStatus, WatchState
 
         all_hosts = bool(options["all_hosts"])
+        if options["json"]:
+            self.write_json(all_hosts)
+            return
         # Every value below that came from a file name, a host name, the daemon or a
         # processor goes through printable(): a directory named "\x1b]0;...\x07" must
         # show as text, never drive the terminal of whoever runs this.
@@ -87,6 +99,67 @@ class Command(InotifierCommand):
         if pid is None:
             sys.exit(EXIT_NOT_RUNNING)
 
+    def write_json(self, all_hosts: bool) -> None:
+        """Write the JSON document; exit 3 when this host's daemon does not run."""
+        from ...daemon.pidfile import running_pid
+        from ...health import Problem, assess, health_json
+        from ...models import WatchState
+
+        host = app_settings.hostname
+        pid = running_pid(app_settings.pid_file)
+        document: dict[str, object] = {"host": host, "running": pid is not None, "pid": pid}
+        try:
+            health = assess()
+            report = health_json(health, detail=True)
+            for entry in report["hosts"]:
+                entry["local"] = entry["host"] == host
+                if entry["local"] and pid is None:
+                    # The pid file's lock knows better than a heartbeat up to heartbeat_limit() old.
+                    entry.update(alive=False, healthy=False, problem=entry["problem"] or Problem.NOT_RUNNING)
+            report["healthy"] = bool(report["hosts"]) and all(e["healthy"] for e in report["hosts"])
+            alive = {h.host for h in health.hosts if h.alive} - (set() if pid is not None else {host})
+            states = WatchState.objects.order_by("host", "path")
+            if not all_hosts:
+                states = states.filter(host=host)
+            watches = [self.watch_json(state, state.host in alive) for state in states.iterator()]
+            document.update(
+                healthy=report["healthy"],
+                config_version=report["config_version"],
+                daemons=report["hosts"],
+                watches=watches,
+                database_error=None,
+            )
+        except DatabaseError as exc:
+            document.update(
+                healthy=False, config_version=None, daemons=[], watches=[], database_error=str(exc)
+            )
+        # ensure_ascii: every control, format and non-ASCII character is a \u escape, so
+        # nothing in a path can drive the terminal, and json.loads gives it back exactly.
+        self.stdout.write(json.dumps(document, indent=2, ensure_ascii=True))
+        if pid is None:
+            sys.exit(EXIT_NOT_RUNNING)
+
+    @staticmethod
+    def watch_json(state: WatchState, alive: bool) -> dict[str, object]:
+        """Return one watch as JSON-ready data: its state as shown (unknown when its daemon is not alive)."""
+        return {
+            "host": state.host,
+            "key": state.key,
+            "watch_id": state.watch_id,
+            "source": state.source,
+            "path": state.path,
+            "mask": state.mask,
+            "mask_names": describe_mask(state.mask),
+            "processor": state.processor,
+            "state": state.state if alive else UNKNOWN,
+            "reported_state": state.state,
+            "message": state.message,
+            "kernel_watches": state.kernel_watches,
+            "events": state.events,
+            "processor_errors": state.errors,
+            "last_event": state.last_event.isoformat() if state.last_event else None,
+        }
+
     def write_daemon(self, daemon: DaemonStatus, alive: bool, local: bool) -> None:
         """Write one daemon's line: alive or why not, then what it counted."""
         from ...models import heartbeat_limit
@@ -125,6 +198,19 @@ class Command(InotifierCommand):
             "dropped": daemon.log_dropped,
         }
         self.stdout.write(self.style.SUCCESS(line) if alive else self.style.WARNING(line))
+        share = daemon.watch_limit_share()
+        if share is not None:
+            limit = _("  kernel watches: %(used)d of %(name)s = %(limit)d (%(share).0f %%)") % {
+                "used": daemon.kernel_watches,
+                "name": printable(daemon.kernel_watch_limit_name),
+                "limit": daemon.kernel_watch_limit,
+                "share": 100 * share,
+            }
+            if daemon.near_watch_limit():
+                limit += _(": near the limit, raise it before new directories go unwatched")
+                self.stdout.write(self.style.WARNING(limit))
+            else:
+                self.stdout.write(limit)
         if daemon.progress:
             self.stdout.write(_("  in progress: %s") % printable(daemon.progress, backslash=False))
         if daemon.message:
