@@ -132,8 +132,8 @@ def test_a_host_that_watches_name_but_never_reported_is_unhealthy(viewer: Client
 
 
 def test_a_daemon_behind_the_configuration_is_unhealthy_once_it_had_time(viewer: Client) -> None:
-    ConfigVersion.bump()
-    ConfigVersion.bump()
+    ConfigVersion.bump_now()
+    ConfigVersion.bump_now()
     daemon("files-1", version_applied=1)
     # Just changed: the daemon has until its next polls to apply it.
     response = viewer.get(URL)
