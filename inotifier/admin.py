@@ -19,6 +19,8 @@ from .eventlog_admin import EventLogAdmin
 from .forms import WatchPathForm
 from .masks import describe_mask
 from .models import ConfigVersion, DaemonStatus, EventLog, WatchPath, WatchState
+from .outbox import OutboxEntry
+from .outbox_admin import OutboxEntryAdmin
 from .specs import settings_specs
 from .states import UNKNOWN, UNKNOWN_LABEL, State
 
@@ -454,3 +456,4 @@ class DaemonStatusAdmin(OwnFiltersOnly):
 
 
 admin.site.register(EventLog, EventLogAdmin)
+admin.site.register(OutboxEntry, OutboxEntryAdmin)

@@ -444,3 +444,7 @@ class EventLog(models.Model):
     def raw_pathname(self) -> bytes:
         """Return the path as the bytes the file system holds (undoing the escaping)."""
         return unescape_path(self.pathname) if self.escaped else os.fsencode(self.pathname)
+
+
+# The outbox's model lives in its own module; imported here so that Django registers it.
+from .outbox import OutboxEntry  # noqa: E402, F401

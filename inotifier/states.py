@@ -18,3 +18,12 @@ class State(models.TextChoices):
 #: (stopped, killed, or its heartbeat too old): the state is only as good as its daemon.
 UNKNOWN = "unknown"
 UNKNOWN_LABEL = _("unknown (daemon not running)")
+
+
+class HandoffState(models.TextChoices):
+    """Where one outbox row stands on its way to the task queue (``OutboxEntry.state``)."""
+
+    PENDING = "pending", _("pending")  # written, not yet handed to the engine
+    FAILED = "failed", _("failed (retrying)")  # the engine refused it; tried again after a backoff
+    DEAD = "dead", _("dead letter")  # failed for a reason retrying cannot fix; waits for an admin
+    DONE = "done", _("done")  # the engine accepted it (kept for INOTIFIER_OUTBOX_MAX_AGE / _MAX_ROWS)
