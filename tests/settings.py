@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
+import django
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -87,3 +89,20 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"inotifier": {"handlers": ["stderr"], "level": "INFO"}},
 }
+
+# Django's tasks framework: django.tasks on Django 6, the django-tasks backport before it, and a
+# database backend (django-tasks-db) with a real worker where it supports this Django.
+_TASKS_PACKAGE = None
+if importlib.util.find_spec("django.tasks") is not None:
+    _TASKS_PACKAGE = "django.tasks"
+elif importlib.util.find_spec("django_tasks") is not None:
+    _TASKS_PACKAGE = "django_tasks"
+    INSTALLED_APPS.append("django_tasks")
+if _TASKS_PACKAGE is not None:
+    TASKS = {
+        "default": {"BACKEND": f"{_TASKS_PACKAGE}.backends.immediate.ImmediateBackend"},
+        "dummy": {"BACKEND": f"{_TASKS_PACKAGE}.backends.dummy.DummyBackend"},
+    }
+    if django.VERSION >= (5, 2) and importlib.util.find_spec("django_tasks_db") is not None:
+        INSTALLED_APPS.append("django_tasks_db")
+        TASKS["db"] = {"BACKEND": "django_tasks_db.DatabaseBackend"}
