@@ -117,14 +117,18 @@ class CeleryEngine:
     batch = 500
 
     def __init__(self, task: Any, publish_timeout: float) -> None:
-        from kombu.exceptions import OperationalError as KombuOperationalError
+        from kombu import exceptions as kombu_errors
 
         self.task = task
         self.app = task.app
         self.timeout = float(publish_timeout)
         self._connection: Any = None
         self._producer: Any = None
-        base: tuple[type[BaseException], ...] = (OSError, socket.timeout, KombuOperationalError)
+        base: tuple[type[BaseException], ...] = (OSError, socket.timeout, kombu_errors.OperationalError)
+        # kombu >= 5.7: a Redis publish batch whose pipeline failed (the broker went away).
+        batch_error = getattr(kombu_errors, "BatchPublishError", None)
+        if batch_error is not None:
+            base += (batch_error,)
         probe = self.app.connection_for_write()
         try:
             transport = probe.transport
