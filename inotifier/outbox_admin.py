@@ -136,6 +136,10 @@ class OutboxEntryAdmin(OwnFiltersOnly):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A row's page is read-only; "change" is what the retry action asks for.
+        return obj is None and super().has_change_permission(request)
+
     def get_actions(self, request: HttpRequest) -> Any:
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # "discard" says what it means
