@@ -81,6 +81,16 @@ INOTIFIER_EVENT_LOG_FLUSH_INTERVAL = env.float("INOTIFIER_EVENT_LOG_FLUSH_INTERV
 INOTIFIER_EVENT_LOG_MAX_AGE = env.float("INOTIFIER_EVENT_LOG_MAX_AGE", default=7 * 24 * 3600)
 INOTIFIER_EVENT_LOG_MAX_ROWS = env.int("INOTIFIER_EVENT_LOG_MAX_ROWS", default=100_000)
 INOTIFIER_PROCESSORS = env.list("INOTIFIER_PROCESSORS", default=None)
+# The outbox: the app's defaults unless a test's daemon is given other values.
+for _name, _cast in {
+    "INOTIFIER_OUTBOX_BUFFER": int,
+    "INOTIFIER_OUTBOX_FLUSH_INTERVAL": float,
+    "INOTIFIER_OUTBOX_POLL_INTERVAL": float,
+    "INOTIFIER_OUTBOX_PUBLISH_TIMEOUT": float,
+    "INOTIFIER_OUTBOX_MAX_ATTEMPTS": int,
+}.items():
+    if _name in os.environ:
+        globals()[_name] = _cast(os.environ[_name])
 INOTIFIER_ALLOWED_ROOTS = env.list("INOTIFIER_ALLOWED_ROOTS", default=None)
 
 LOGGING = {

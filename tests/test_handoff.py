@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.checks import run_checks
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -28,7 +28,7 @@ from inotifier.states import HandoffState
 
 from . import handoff_tasks
 from .conftest import pump, wait_for
-from .task_record import RECEIVED
+from .task_record import RECEIVED, read_records
 
 pytestmark = pytest.mark.skipif(handoff_tasks.task is None, reason="neither django.tasks nor django-tasks")
 
@@ -495,3 +495,78 @@ def test_stop_writes_what_the_loop_appended(outbox_daemon: Any, watch_dir: Path)
     assert OutboxEntry.objects.filter(state=HandoffState.PENDING).count() == 20
     assert RECEIVED == []  # this daemon does not dispatch
     assert handoff.current() is not d.handoff.buffer  # no longer installed
+
+
+# -- a database outage under the real daemon (PostgreSQL through a proxy the test cuts) -------------
+
+needs_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the outage is PostgreSQL's connection refused; run with DATABASE_URL=postgres://...",
+)
+
+
+@pytest.fixture
+def proxy(daemon: Any) -> Iterator[Any]:
+    from django.db import connection as conn
+
+    from .conftest import database_url
+    from .pgproxy import TcpProxy
+
+    p = TcpProxy((conn.settings_dict["HOST"] or "127.0.0.1", int(conn.settings_dict["PORT"] or 5432)))
+    daemon.db_url = p.url_for(database_url())
+    yield p
+    p.close()
+
+
+def _outage_daemon(daemon: Any, watch_dir: Path, tmp_path: Path) -> Path:
+    record = tmp_path / "tasks.tsv"
+    daemon.watch_paths = [[str(watch_dir), "IN_CLOSE_WRITE", RECORDER]]
+    daemon.env_extra.update({"INOTIFIER_OUTBOX_BUFFER": "50", "INOTIFIER_TEST_TASK_RECORD": str(record)})
+    daemon.start()
+    for i in range(5):
+        (watch_dir / f"before-{i}").write_text("x")
+    wait_for(lambda: len(read_records(record)) == 5, 30)
+    return record
+
+
+@pytest.mark.daemon
+@pytest.mark.postgres_only
+@needs_postgres
+def test_through_a_database_outage_rows_wait_delivery_pauses_at_the_bound_and_none_is_lost(
+    daemon: Any, watch_dir: Path, tmp_path: Path, proxy: Any
+) -> None:
+    record = _outage_daemon(daemon, watch_dir, tmp_path)
+    proxy.down()
+    names = {str(watch_dir / f"during-{i:03}") for i in range(120)}
+    for name in sorted(names):
+        Path(name).write_text("x")
+    wait_for(lambda: "outbox: database unavailable" in daemon.stderr_text(), 30)
+    wait_for(lambda: "event delivery paused until they are written" in daemon.stderr_text(), 30)
+    assert OutboxEntry.objects.count() == 5
+    proxy.up()
+    wait_for(lambda: names <= {p for _i, p in read_records(record)}, 90)
+    stderr = daemon.stderr_text()
+    assert "outbox: database back after" in stderr and "event delivery resumed after" in stderr
+    assert stderr.count("outbox: database unavailable") == 1  # once per outage
+    wait_for(lambda: OutboxEntry.objects.filter(state=HandoffState.DONE).count() == 125, 60)
+    assert daemon.stop().returncode == 0
+
+
+@pytest.mark.daemon
+@pytest.mark.postgres_only
+@needs_postgres
+def test_a_stop_while_delivery_is_paused_ends_the_daemon_and_says_what_was_not_written(
+    daemon: Any, watch_dir: Path, tmp_path: Path, proxy: Any
+) -> None:
+    _outage_daemon(daemon, watch_dir, tmp_path)
+    proxy.down()
+    for i in range(80):
+        (watch_dir / f"during-{i:03}").write_text("x")
+    wait_for(lambda: "event delivery paused" in daemon.stderr_text(), 30)
+    started = time.monotonic()
+    result = daemon.stop()
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert time.monotonic() - started < 30
+    stderr = daemon.stderr_text()
+    assert "rows could not be written before exit (the database is down)" in stderr
+    assert "Traceback" not in stderr
