@@ -6,10 +6,10 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from django.db import models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -169,31 +169,54 @@ class OutboxEntry(models.Model):
         return f"{self.task} {printable(str(pathname))} ({self.state})"
 
 
-def entries_for(rows: Sequence[Pending]) -> list[OutboxEntry]:
-    """Return the unsaved rows of ``rows``, each with a fresh event id (a UUID)."""
-    now = datetime.now(UTC)
-    out = []
+#: Columns the writer fills, in the order of its value tuples (the rest keep their defaults).
+INSERT_FIELDS = (
+    "created",
+    "task",
+    "payload",
+    "watch",
+    "watch_key",
+    "watch_label",
+    "host",
+    "state",
+    "attempts",
+    "next_attempt",
+    "last_error",
+)
+
+
+def write_rows(rows: Sequence[Pending], using: str = DEFAULT_DB_ALIAS) -> None:
+    """Write ``rows`` to the outbox in one transaction, each with a fresh event id (a UUID).
+
+    Multi-row INSERTs of values adapted once per batch: model instances and
+    ``bulk_create`` cost about 130 us a row, five times the rest of the
+    hand-off, in a thread that shares the GIL with the read loop. Raises
+    DatabaseError with nothing written.
+    """
+    connection = connections[using]
+    opts = OutboxEntry._meta
+    fields = [opts.get_field(name) for name in INSERT_FIELDS]
+    payload_field = cast(models.JSONField, fields[INSERT_FIELDS.index("payload")])
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    prep = payload_field.get_db_prep_save
+    pending = HandoffState.PENDING.value
+    values = []
     for row in rows:
         ref = row.ref
-        out.append(
-            OutboxEntry(
-                created=now,
-                next_attempt=now,
-                task=ref.task[:255],
-                payload=build_payload(row, str(uuid.uuid4())),
-                watch_id=ref.watch_id,
-                watch_key=ref.key[:64],
-                watch_label=ref.label[:4096],
-                host=ref.host[:255],
+        payload = prep(build_payload(row, str(uuid.uuid4())), connection)
+        names = (ref.task[:255], payload, ref.watch_id, ref.key[:64], ref.label[:4096], ref.host[:255])
+        values.append((now, *names, pending, 0, now, ""))
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(getattr(field, "column", ""))) for field in fields)
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    per_statement = max(1, min(1000, connection.ops.bulk_batch_size(fields, values)))
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        for start in range(0, len(values), per_statement):
+            chunk = values[start : start + per_statement]
+            sql = f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES " + ", ".join(
+                [row_sql] * len(chunk)
             )
-        )
-    return out
-
-
-def write_rows(rows: Sequence[Pending], using: str = "default", batch_size: int = 1000) -> None:
-    """Write ``rows`` to the outbox in one transaction (raises DatabaseError, nothing written)."""
-    with transaction.atomic(using=using):
-        OutboxEntry.objects.using(using).bulk_create(entries_for(rows), batch_size=batch_size)
+            cursor.execute(sql, [value for row in chunk for value in row])
 
 
 class DirectSink:
@@ -222,4 +245,4 @@ class DirectSink:
         pass
 
 
-__all__ = ["DirectSink", "OutboxEntry", "OutboxQuerySet", "entries_for", "write_rows"]
+__all__ = ["DirectSink", "OutboxEntry", "OutboxQuerySet", "write_rows"]

@@ -124,6 +124,7 @@ class CeleryEngine:
         self.timeout = float(publish_timeout)
         self._connection: Any = None
         self._producer: Any = None
+        self._declared: set[str] = set()  # queues declared on the current connection
         base: tuple[type[BaseException], ...] = (OSError, socket.timeout, kombu_errors.OperationalError)
         # kombu >= 5.7: a Redis publish batch whose pipeline failed (the broker went away).
         batch_error = getattr(kombu_errors, "BatchPublishError", None)
@@ -173,23 +174,24 @@ class CeleryEngine:
                     shown = f"{{'event': {{'id': {payload['id']!r}, 'pathname': {payload['pathname']!r}}}}}"
                     route = amqp.router.route(dict(options), name, (), kwargs, task)
                     message = amqp.create_task_message(
-                        payload["id"],
-                        name,
-                        (),
-                        kwargs,
-                        argsrepr="()",
-                        kwargsrepr=shown,
-                        **limits,
+                        payload["id"], name, (), kwargs, argsrepr="()", kwargsrepr=shown, **limits
                     )
+                    queue = route.get("queue")
+                    qname = getattr(queue, "name", queue)
+                    # Declared once per connection (kombu would, at a copy per message).
+                    declare: list[Any] | None = None if qname is None or qname not in self._declared else []
                     amqp.send_task_message(
-                        producer, name, message, retry=False, timeout=self.timeout, **route
+                        producer, name, message, retry=False, timeout=self.timeout, declare=declare, **route
                     )
+                    if qname is not None:
+                        self._declared.add(qname)
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
         connection, self._connection, self._producer = self._connection, None, None
+        self._declared = set()
         if connection is not None:
             try:
                 connection.release()

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import DatabaseError, connections, transaction
 from django.db.models import F
@@ -23,6 +23,15 @@ logger = get_logger("inotifier.daemon.handoff")
 
 #: Characters of an error message kept on the row.
 ERROR_CHARS = 2000
+
+
+class Claimed(NamedTuple):
+    """An outbox row as the dispatcher reads it (plain values: no model instance per row)."""
+
+    id: int
+    task: str
+    payload: dict[str, Any]
+    attempts: int
 
 
 class Outage:
@@ -136,12 +145,14 @@ class OutboxDispatcher(threading.Thread):
         from ...outbox import OutboxEntry
 
         query = OutboxEntry.objects.due().exclude(task__in=self._blocked())
-        query = query.only("id", "task", "payload", "attempts")
         if connections[query.db].features.has_select_for_update_skip_locked:
             with transaction.atomic():
-                rows = list(query.select_for_update(skip_locked=True)[: self.config.batch])
+                query = query.select_for_update(skip_locked=True)
+                rows = [
+                    Claimed(*values) for values in query.values_list(*Claimed._fields)[: self.config.batch]
+                ]
                 return self._hand_off(rows)
-        rows = list(query[: self.config.batch])
+        rows = [Claimed(*values) for values in query.values_list(*Claimed._fields)[: self.config.batch]]
         return self._hand_off(rows)
 
     def _hand_off(self, rows: list[Any]) -> int:
