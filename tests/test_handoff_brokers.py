@@ -32,6 +32,12 @@ from .task_record import read_records
 celery = pytest.importorskip("celery")
 pytest.importorskip("redis")
 
+#: Writes files f00000.txt ... as fast as it can (a process of its own, like a real producer).
+WRITER = (
+    "import os, sys\n"
+    "for i in range(int(sys.argv[2])):\n"
+    "    with open(os.path.join(sys.argv[1], f'f{i:05}.txt'), 'w') as fh: fh.write('x')\n"
+)
 REDIS_SERVER = "/usr/bin/redis-server"
 #: Queued messages survive ``stop()`` / ``start()`` (SHUTDOWN SAVE, then loaded from --dir).
 REDIS_MORE = ("--daemonize", "no", "--dbfilename", "dump.rdb", "--dir")
@@ -374,4 +380,39 @@ def test_a_db_worker_runs_every_event_handed_to_the_database_backend(
         print((tmp_path / "db_worker.log").read_text(errors="replace")[-3000:])
     ids = {i for i, _p in read_records(record)}
     assert ids == {e["id"] for e in OutboxEntry.objects.values_list("payload", flat=True)}
+    assert daemon.stop().returncode == 0
+
+
+# -- kill -9 in the middle of a burst, then start: catch-up covers what was in memory -------------
+
+
+def test_kill_9_during_a_burst_then_start_with_catch_up_changed_processes_every_file(
+    daemon: Daemon, watch_dir: Path, tmp_path: Path
+) -> None:
+    from inotifier.specs import SETTINGS_OPTIONS
+
+    if "catch_up" not in SETTINGS_OPTIONS:
+        pytest.skip("catch_up (issue 13, part 2) is not in this build")
+    record = tmp_path / "tasks.tsv"
+    daemon.watch_paths = [
+        [str(watch_dir), "IN_CLOSE_WRITE", "tests.handoff_tasks.DjangoRecorder", {"catch_up": "changed"}]
+    ]
+    daemon.env_extra["INOTIFIER_TEST_TASK_RECORD"] = str(record)
+    daemon.start()
+    assert daemon.stop().returncode == 0  # a clean stop: the watch has its first watermark
+    daemon.start()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(watch_dir), "5000"], stdout=subprocess.DEVNULL
+    )
+    wait_for(lambda: len(read_records(record)) >= 500, 60)
+    daemon.signal(signal.SIGKILL)
+    writer.wait(60)
+    names = {str(watch_dir / f"f{i:05}.txt") for i in range(5000)}
+    before = {p for _i, p in read_records(record)}
+    assert before < names  # the kill came in the middle
+    daemon.start()
+    wait_for(lambda: names <= {p for _i, p in read_records(record)}, 120, interval=0.5)
+    records = read_records(record)
+    duplicates = len(records) - len({p for _i, p in records})
+    print(f"kill -9 after {len(before)} of 5 000 files: every file processed, {duplicates} duplicates")
     assert daemon.stop().returncode == 0
