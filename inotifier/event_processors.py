@@ -527,8 +527,14 @@ class TaskDispatcher(_TableDispatch):
                 now,
             )
         )
-        if seq >= sink.committed:
-            self._unsure.append((seq, now))
+        committed = sink.committed
+        unsure = self._unsure
+        if seq >= committed:
+            unsure.append((seq, now))
+        # Forget what became durable as we go: the deque stays within the buffer's bound
+        # even when no one asks for inotifier_pending_since().
+        while unsure and unsure[0][0] < committed:
+            unsure.popleft()
 
     process_default = hand_off
 

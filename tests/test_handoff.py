@@ -572,3 +572,19 @@ def test_a_stop_while_delivery_is_paused_ends_the_daemon_and_says_what_was_not_w
     stderr = daemon.stderr_text()
     assert "rows could not be written before exit (the database is down)" in stderr
     assert "Traceback" not in stderr
+
+
+def test_what_pending_since_remembers_stays_within_the_buffer(transactional_db: Any) -> None:
+    buffer = OutboxBuffer(10_000)
+    processor = handoff_tasks.DjangoRecorder()
+    processor._sink = buffer
+    writer = OutboxWriter(buffer, OutboxConfig())
+    for i in range(3000):
+        processor(event(f"/srv/in/{i}"))
+        if i % 1000 == 999:
+            writer.flush()
+    # No one asked for inotifier_pending_since(): what was committed is forgotten anyway.
+    assert len(processor._unsure) <= 1000
+    writer.flush()
+    processor(event("/srv/in/last"))
+    assert len(processor._unsure) == 1
