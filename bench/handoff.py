@@ -100,6 +100,7 @@ class Redis:
         self.port = free_port()
         self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
 
     @property
     def url(self) -> str:

@@ -157,6 +157,8 @@ class CeleryEngine:
         return self._producer
 
     def send(self, payloads: Sequence[dict[str, Any]]) -> None:
+        from celery.utils.nodenames import anon_nodename
+
         app = self.app
         amqp = app.amqp
         task = self.task
@@ -164,6 +166,10 @@ class CeleryEngine:
         options = {k: v for k, v in (task._get_exec_options() or {}).items() if v is not None}
         limits = {k: options.pop(k, None) for k in ("time_limit", "soft_time_limit", "expires")}
         options.pop("ignore_result", None)
+        # Without task_routes the route depends on the task alone: found once per batch.
+        # With them (a router may look at the arguments) it is found for each message.
+        fixed_route = None if app.conf.task_routes else amqp.router.route(dict(options), name, (), {}, task)
+        origin = anon_nodename()  # what create_task_message would compute for every message
         try:
             producer = self._producer_for()
             batch = getattr(producer, "batch", None)  # kombu >= 5.7
@@ -172,9 +178,16 @@ class CeleryEngine:
                 for payload in payloads:
                     kwargs = {"event": payload}
                     shown = f"{{'event': {{'id': {payload['id']!r}, 'pathname': {payload['pathname']!r}}}}}"
-                    route = amqp.router.route(dict(options), name, (), kwargs, task)
+                    route = fixed_route or amqp.router.route(dict(options), name, (), kwargs, task)
                     message = amqp.create_task_message(
-                        payload["id"], name, (), kwargs, argsrepr="()", kwargsrepr=shown, **limits
+                        payload["id"],
+                        name,
+                        (),
+                        kwargs,
+                        argsrepr="()",
+                        kwargsrepr=shown,
+                        origin=origin,
+                        **limits,
                     )
                     queue = route.get("queue")
                     qname = getattr(queue, "name", queue)

@@ -45,7 +45,12 @@ def _utf8(text: str | None) -> bool:
 
 
 def _escaped(text: str | None) -> str | None:
-    return None if text is None else escape_path(text)[0] if not _utf8(text) else text.replace("\\", "\\\\")
+    """Return ``text`` as the event log stores an escaped name (``unescape_path`` reverses it)."""
+    if text is None:
+        return None
+    if _utf8(text):
+        return text.replace("\\", "\\\\")  # only the backslashes, like escape_path does
+    return escape_path(text)[0]
 
 
 def build_payload(row: Pending, event_id: str) -> dict[str, Any]:

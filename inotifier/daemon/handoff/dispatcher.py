@@ -144,16 +144,30 @@ class OutboxDispatcher(threading.Thread):
         """Claim one batch of due rows and hand them off; return the rows handled (0: none due)."""
         from ...outbox import OutboxEntry
 
-        query = OutboxEntry.objects.due().exclude(task__in=self._blocked())
-        if connections[query.db].features.has_select_for_update_skip_locked:
+        lock = connections[OutboxEntry.objects.db].features.has_select_for_update_skip_locked
+        if lock:
             with transaction.atomic():
+                return self._hand_off(self._claim(lock=True))
+        return self._hand_off(self._claim(lock=False))
+
+    def _claim(self, lock: bool) -> list[Claimed]:
+        """Return up to a batch of due rows, retries first, locked (skipping locked ones) if ``lock``."""
+        from ...outbox import OutboxEntry
+
+        now = timezone.now()
+        blocked = self._blocked()
+        rows: list[Claimed] = []
+        for state in (HandoffState.FAILED, HandoffState.PENDING):  # retries first: the oldest rows
+            query = OutboxEntry.objects.due(state, now)
+            if blocked:
+                query = query.exclude(task__in=blocked)
+            if lock:
                 query = query.select_for_update(skip_locked=True)
-                rows = [
-                    Claimed(*values) for values in query.values_list(*Claimed._fields)[: self.config.batch]
-                ]
-                return self._hand_off(rows)
-        rows = [Claimed(*values) for values in query.values_list(*Claimed._fields)[: self.config.batch]]
-        return self._hand_off(rows)
+            limit = self.config.batch - len(rows)
+            rows += [Claimed(*values) for values in query.values_list(*Claimed._fields)[:limit]]
+            if len(rows) >= self.config.batch:
+                break
+        return rows
 
     def _hand_off(self, rows: list[Any]) -> int:
         if not rows:
