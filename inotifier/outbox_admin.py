@@ -20,7 +20,10 @@ ERROR_CHARS = 200
 
 
 class OutboxEntryAdmin(OwnFiltersOnly):
-    """Read-only rows, written by the daemon; staff may retry failed and dead rows or discard them."""
+    """Read-only rows, written by the daemon; staff may retry failed and dead rows, or discard them.
+
+    Discarding is Django's own "Delete selected" (the delete permission, a confirmation page).
+    """
 
     list_display = (
         "id",
@@ -36,7 +39,8 @@ class OutboxEntryAdmin(OwnFiltersOnly):
     list_filter = ("state", "task", "host")
     list_select_related = False
     ordering = ("-id",)
-    actions = ("retry_rows", "discard_rows")
+    # Discarding is Django's own "Delete selected" (the delete permission, a confirmation page).
+    actions = ("retry_rows",)
     list_per_page = 100
     show_full_result_count = False
     fields = (
@@ -120,17 +124,6 @@ class OutboxEntryAdmin(OwnFiltersOnly):
             messages.SUCCESS,
         )
 
-    @admin.action(
-        description=_("Discard the selected rows (they are never handed off)"), permissions=["delete"]
-    )
-    def discard_rows(self, request: HttpRequest, queryset: QuerySet[OutboxEntry]) -> None:
-        count, _per_model = queryset.delete()
-        self.message_user(
-            request,
-            ngettext("%(n)d row discarded.", "%(n)d rows discarded.", count) % {"n": count},
-            messages.SUCCESS,
-        )
-
     # -- permissions: rows are the daemon's; staff only retry (change) or discard (delete) ----
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -139,8 +132,3 @@ class OutboxEntryAdmin(OwnFiltersOnly):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A row's page is read-only; "change" is what the retry action asks for.
         return obj is None and super().has_change_permission(request)
-
-    def get_actions(self, request: HttpRequest) -> Any:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # "discard" says what it means
-        return actions

@@ -92,12 +92,13 @@ def test_retry_makes_failed_and_dead_rows_due_again(outbox: Any) -> None:
     assert OutboxEntry.objects.get(id=outbox["done"][0]).state == HandoffState.DONE  # not sent twice
 
 
-def test_discard_deletes_the_rows(outbox: Any) -> None:
+def test_discard_deletes_the_rows_after_a_confirmation(outbox: Any) -> None:
     client = client_with(None)
-    response = client.post(
-        LIST_URL, {"action": "discard_rows", "_selected_action": outbox["dead"]}, follow=True
-    )
-    assert "2 rows discarded." in response.content.decode()
+    data = {"action": "delete_selected", "_selected_action": outbox["dead"]}
+    confirm = client.post(LIST_URL, data)
+    assert confirm.status_code == 200 and "Are you sure" in confirm.content.decode()
+    assert OutboxEntry.objects.filter(id__in=outbox["dead"]).count() == 2
+    client.post(LIST_URL, {**data, "post": "yes"}, follow=True)
     assert not OutboxEntry.objects.filter(id__in=outbox["dead"]).exists()
 
 
@@ -105,9 +106,9 @@ def test_view_only_staff_cannot_retry_or_discard(outbox: Any) -> None:
     client = client_with(["view_outboxentry"])
     page = client.get(LIST_URL)
     assert page.status_code == 200
-    assert "retry_rows" not in page.content.decode() and "discard_rows" not in page.content.decode()
+    assert "retry_rows" not in page.content.decode() and "delete_selected" not in page.content.decode()
     client.post(LIST_URL, {"action": "retry_rows", "_selected_action": outbox["dead"]})
-    client.post(LIST_URL, {"action": "discard_rows", "_selected_action": outbox["dead"]})
+    client.post(LIST_URL, {"action": "delete_selected", "_selected_action": outbox["dead"], "post": "yes"})
     assert OutboxEntry.objects.filter(id__in=outbox["dead"], state=HandoffState.DEAD).count() == 2
 
 
@@ -116,13 +117,13 @@ def test_retry_needs_change_and_discard_needs_delete(db: Any) -> None:
     ids = set_state(HandoffState.DEAD, 2, "boom")
     changer = client_with(["view_outboxentry", "change_outboxentry"])
     html = changer.get(LIST_URL).content.decode()
-    assert "retry_rows" in html and "discard_rows" not in html
-    changer.post(LIST_URL, {"action": "discard_rows", "_selected_action": ids})
+    assert "retry_rows" in html and "delete_selected" not in html
+    changer.post(LIST_URL, {"action": "delete_selected", "_selected_action": ids, "post": "yes"})
     assert OutboxEntry.objects.count() == 2
     User.objects.all().delete()
     deleter = client_with(["view_outboxentry", "delete_outboxentry"])
     html = deleter.get(LIST_URL).content.decode()
-    assert "discard_rows" in html and "retry_rows" not in html
+    assert "delete_selected" in html and "retry_rows" not in html
 
 
 def test_no_one_adds_rows_by_hand_and_a_row_page_shows_the_event(outbox: Any) -> None:
