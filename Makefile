@@ -12,7 +12,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test,lint,browser,bench]' nox
+	$(PIP) install -q -e '.[test,tasks-db,lint,browser,bench]' nox
 	touch $@
 
 ## Run the demo: venv, install, migrate SQLite, watched folder, daemon in the foreground, admin on :8000.

@@ -21,6 +21,8 @@ from .eventlog_admin import EventLogAdmin
 from .forms import WatchPathForm
 from .masks import describe_mask
 from .models import ConfigVersion, DaemonStatus, EventLog, WatchPath, WatchState
+from .outbox import OutboxEntry
+from .outbox_admin import OutboxEntryAdmin
 from .specs import settings_specs
 from .states import UNKNOWN, UNKNOWN_LABEL, State
 
@@ -499,3 +501,4 @@ class DaemonStatusAdmin(OwnFiltersOnly):
 
 
 admin.site.register(EventLog, EventLogAdmin)
+admin.site.register(OutboxEntry, OutboxEntryAdmin)

@@ -11,3 +11,8 @@ class InotifierConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the checks)
+        from . import handoff  # isort: skip
+        from .outbox import DirectSink
+
+        # TaskDispatcher outside the daemon writes each row at once; the daemon installs its own.
+        handoff.set_fallback(DirectSink())

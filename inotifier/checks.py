@@ -10,7 +10,8 @@ from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import app_settings, metrics_problems
-from .specs import settings_problems
+from .handoff.engines import TaskRefError, load_task
+from .specs import SpecError, load_processor, settings_problems
 
 
 class Codes:
@@ -19,8 +20,34 @@ class Codes:
     PROCESSORS = "inotifier.E003"
     ROOTS = "inotifier.E004"
     METRICS = "inotifier.E005"
+    TASK = "inotifier.E006"
     MISSING_PATH = "inotifier.W001"
     NO_ALLOWED_ROOTS = "inotifier.W002"
+
+
+def task_problems(specs: Any) -> list[str]:
+    """Return what is wrong with the ``task`` of each TaskDispatcher the settings entries name."""
+    from .event_processors import TaskDispatcher
+
+    problems = []
+    for spec in specs:
+        try:
+            cls = load_processor(spec.processor)
+        except SpecError:
+            continue  # said by the entry's own error
+        if not issubclass(cls, TaskDispatcher):
+            continue
+        where = f"INOTIFIER_WATCH_PATHS[{spec.key.split(':')[1]}]"
+        if not cls.task:
+            problems.append(
+                f"{where}: {cls.__name__}.task is not set: name the task to call as a dotted path"
+            )
+            continue
+        try:
+            load_task(cls.task)
+        except TaskRefError as exc:
+            problems.append(f"{where}: {cls.__name__}.task: {exc}")
+    return problems
 
 
 def watch_path_problems() -> tuple[list[str], list[str]]:
@@ -69,6 +96,15 @@ def check_watch_paths(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             id=Codes.MISSING_PATH,
         )
         for message in warnings
+    ]
+    messages += [
+        Error(
+            message,
+            hint="Set the class attribute task to the dotted path of a Celery task or a django.tasks task.",
+            obj="settings.INOTIFIER_WATCH_PATHS",
+            id=Codes.TASK,
+        )
+        for message in task_problems(settings_problems()[1])
     ]
     return messages
 

@@ -58,6 +58,25 @@ DEFAULTS: dict[str, Any] = {
     # Retention of EventLog rows: age in seconds and row count.
     "INOTIFIER_EVENT_LOG_MAX_AGE": 7 * 24 * 3600,
     "INOTIFIER_EVENT_LOG_MAX_ROWS": 100_000,
+    # Outbox rows (TaskDispatcher events) the daemon holds in memory while the database
+    # does not take them; beyond it the processor waits (delivery pauses), nothing is dropped.
+    "INOTIFIER_OUTBOX_BUFFER": 100_000,
+    # Seconds between two batch writes of the outbox while events flow.
+    "INOTIFIER_OUTBOX_FLUSH_INTERVAL": 0.1,
+    # Whether this daemon hands outbox rows to the task engines: None (it does when one of
+    # its watches uses a TaskDispatcher), True (always: a host that only dispatches), False.
+    "INOTIFIER_OUTBOX_DISPATCH": None,
+    # Seconds between two looks at the outbox for rows due (others' rows, retries).
+    "INOTIFIER_OUTBOX_POLL_INTERVAL": 1.0,
+    # Seconds one publish (connect, send, broker confirm) may take before it counts as failed.
+    "INOTIFIER_OUTBOX_PUBLISH_TIMEOUT": 10.0,
+    # Attempts after which a row failing for a reason retrying cannot fix becomes a dead letter.
+    "INOTIFIER_OUTBOX_MAX_ATTEMPTS": 5,
+    # Longest wait (seconds) between two tries while a broker or backend is down.
+    "INOTIFIER_OUTBOX_RETRY_CAP": 60.0,
+    # Retention of handed-off (done) outbox rows: age in seconds and row count.
+    "INOTIFIER_OUTBOX_MAX_AGE": 7 * 24 * 3600,
+    "INOTIFIER_OUTBOX_MAX_ROWS": 100_000,
     # Seconds the start command waits for the daemon to report it is watching.
     "INOTIFIER_START_TIMEOUT": 120.0,
     # Seconds each query of the admin's event list may run before it is stopped (None or 0: no limit).

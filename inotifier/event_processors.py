@@ -6,6 +6,7 @@ import abc
 import copy
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from types import FunctionType
@@ -14,8 +15,9 @@ from typing import Any, TextIO
 import pyinotify
 from django.dispatch import Signal
 
-from . import signals
+from . import handoff, signals
 from .conf import app_settings
+from .handoff.engines import TaskRefError, load_task
 
 _NOT_ISDIR = ~pyinotify.IN_ISDIR
 #: Event bits (IN_ISDIR stripped) -> pyinotify's two method names for them: the
@@ -450,6 +452,113 @@ class CreateViaChunksSignaler(_TableDispatch):
             signals.in_create.send(sender=self, event=event)
 
     process_IN_Q_OVERFLOW = _signal_method("IN_Q_OVERFLOW")
+
+
+class TaskDispatcher(_TableDispatch):
+    """Hand each event to a task queue, durably: a subclass names the task, nothing else.
+
+    ::
+
+        class Thumbnails(TaskDispatcher):
+            task = "media.tasks.make_thumbnail"  # @shared_task, or @task of django.tasks
+
+    The task is called with one keyword argument, ``event``: a JSON dict (see
+    ``inotifier.handoff.build_payload`` and docs/delivery.md). The processor
+    never calls the broker: in the daemon each event is appended to the
+    outbox's memory buffer (the read loop's only cost), written to the database
+    in batches by a thread, and handed to the engine by the dispatcher, which
+    retries until the engine accepted it. Outside the daemon (pyinotify's own
+    Notifier, a shell) each event is written to the outbox at once, and the
+    next daemon that runs hands it off.
+
+    Every event the watch delivers is handed off except ``IN_IGNORED`` and
+    ``IN_Q_OVERFLOW`` (which carry no file); override a ``process_*`` method to
+    skip more (``def process_IN_DELETE(self, event): pass``) and call
+    ``self.hand_off(event)`` where you want it. The task is checked when the
+    processor is created: a path that names no task is an error naming the
+    class and the path (the watch is *error*, the others go on).
+    """
+
+    #: Dotted path of the task: a Celery task, or a task of Django's tasks framework.
+    task: str | None = None
+
+    def __init__(self, pevent: Callable[[Any], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(pevent, **kwargs)
+        owner = type(self).__name__
+        if not self.task:
+            raise ValueError(
+                f"{owner}.task is not set: name the task to call as a dotted path "
+                "(task = 'myapp.tasks.process_file')"
+            )
+        try:
+            load_task(self.task)
+        except TaskRefError as exc:
+            raise ValueError(f"{owner}.task: {exc}") from None
+        self._ref = handoff.WatchRef(str(self.task), "", "", None, app_settings.hostname)
+        self._sink: handoff.Sink | None = None
+        #: (sequence number, time) of the rows appended and maybe not durable yet, oldest first.
+        self._unsure: deque[tuple[int, float]] = deque()
+
+    def inotifier_bind(self, key: str, label: str, watch_id: int | None, host: str) -> None:
+        """Learn the watch this processor serves (the daemon calls it once it is created)."""
+        self._ref = handoff.WatchRef(str(self.task), key, label, watch_id, host)
+        self._sink = sink = handoff.current()
+        self._unsure.clear()
+        sink.used()
+
+    def hand_off(self, event: pyinotify.Event) -> None:
+        """Append ``event`` to the outbox (blocking only while the daemon's outbox is full)."""
+        sink = self._sink
+        if sink is None:
+            sink = self._sink = handoff.current()
+        now = time.time()
+        seq = sink.append(
+            handoff.Pending(
+                self._ref,
+                event.pathname,
+                event.path,
+                event.name,
+                event.mask,
+                event.maskname,
+                event.dir,
+                getattr(event, "src_pathname", None),
+                getattr(event, "synthetic", False),
+                getattr(event, "count", 1),
+                now,
+            )
+        )
+        committed = sink.committed
+        unsure = self._unsure
+        if seq >= committed:
+            unsure.append((seq, now))
+        # Forget what became durable as we go: the deque stays within the buffer's bound
+        # even when no one asks for inotifier_pending_since().
+        while unsure and unsure[0][0] < committed:
+            unsure.popleft()
+
+    process_default = hand_off
+
+    def process_IN_IGNORED(self, event: pyinotify.Event) -> None:
+        """Hand nothing off: the kernel dropped a watch, no file is concerned."""
+
+    def process_IN_Q_OVERFLOW(self, event: pyinotify.Event) -> None:
+        """Hand nothing off: see ``inotifier.signals.in_q_overflow`` and catch-up."""
+
+    def inotifier_pending_since(self) -> float | None:
+        """Return the ``time.time()`` of the oldest event accepted and not yet durable, or None.
+
+        Durable means written and committed to the outbox table. A catch-up
+        watermark never passes it, so events lost with the daemon's memory (a
+        ``kill -9``) are found again at the next start.
+        """
+        unsure = self._unsure
+        if not unsure:
+            return None
+        sink = self._sink
+        committed = sink.committed if sink is not None else 0
+        while unsure and unsure[0][0] < committed:
+            unsure.popleft()
+        return unsure[0][1] if unsure else None
 
 
 #: The processors an admin may pick when INOTIFIER_PROCESSORS is not set.

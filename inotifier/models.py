@@ -499,3 +499,6 @@ class EventLog(models.Model):
 
 # Imported last: its model names WatchPath by string, and it is one of this app's models.
 from .leases import WatchLease  # noqa: E402, F401
+
+# The outbox's model lives in its own module; imported here so that Django registers it.
+from .outbox import OutboxEntry  # noqa: E402, F401

@@ -26,3 +26,12 @@ KERNEL_WATCHES_WARNING = 0.9
 def near_watch_limit(used: int, limit: int | None) -> bool:
     """Return True when ``used`` kernel watches are at least KERNEL_WATCHES_WARNING of ``limit``."""
     return limit is not None and limit > 0 and used >= KERNEL_WATCHES_WARNING * limit
+
+
+class HandoffState(models.TextChoices):
+    """Where one outbox row stands on its way to the task queue (``OutboxEntry.state``)."""
+
+    PENDING = "pending", _("pending")  # written, not yet handed to the engine
+    FAILED = "failed", _("failed (retrying)")  # the engine refused it; tried again after a backoff
+    DEAD = "dead", _("dead letter")  # failed for a reason retrying cannot fix; waits for an admin
+    DONE = "done", _("done")  # the engine accepted it (kept for INOTIFIER_OUTBOX_MAX_AGE / _MAX_ROWS)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
+import django
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -80,6 +82,16 @@ INOTIFIER_EVENT_LOG_FLUSH_INTERVAL = env.float("INOTIFIER_EVENT_LOG_FLUSH_INTERV
 INOTIFIER_EVENT_LOG_MAX_AGE = env.float("INOTIFIER_EVENT_LOG_MAX_AGE", default=7 * 24 * 3600)
 INOTIFIER_EVENT_LOG_MAX_ROWS = env.int("INOTIFIER_EVENT_LOG_MAX_ROWS", default=100_000)
 INOTIFIER_PROCESSORS = env.list("INOTIFIER_PROCESSORS", default=None)
+# The outbox: the app's defaults unless a test's daemon is given other values.
+for _name, _cast in {
+    "INOTIFIER_OUTBOX_BUFFER": int,
+    "INOTIFIER_OUTBOX_FLUSH_INTERVAL": float,
+    "INOTIFIER_OUTBOX_POLL_INTERVAL": float,
+    "INOTIFIER_OUTBOX_PUBLISH_TIMEOUT": float,
+    "INOTIFIER_OUTBOX_MAX_ATTEMPTS": int,
+}.items():
+    if _name in os.environ:
+        globals()[_name] = _cast(os.environ[_name])
 INOTIFIER_ALLOWED_ROOTS = env.list("INOTIFIER_ALLOWED_ROOTS", default=None)
 # Metrics: a real port (0: any free one, logged) and/or a textfile, for daemons the tests start.
 INOTIFIER_METRICS_PORT = env.int("INOTIFIER_METRICS_PORT", default=None)
@@ -91,3 +103,20 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"inotifier": {"handlers": ["stderr"], "level": "INFO"}},
 }
+
+# Django's tasks framework: django.tasks on Django 6, the django-tasks backport before it, and a
+# database backend (django-tasks-db) with a real worker where it supports this Django.
+_TASKS_PACKAGE = None
+if importlib.util.find_spec("django.tasks") is not None:
+    _TASKS_PACKAGE = "django.tasks"
+elif importlib.util.find_spec("django_tasks") is not None:
+    _TASKS_PACKAGE = "django_tasks"
+    INSTALLED_APPS.append("django_tasks")
+if _TASKS_PACKAGE is not None:
+    TASKS = {
+        "default": {"BACKEND": f"{_TASKS_PACKAGE}.backends.immediate.ImmediateBackend"},
+        "dummy": {"BACKEND": f"{_TASKS_PACKAGE}.backends.dummy.DummyBackend"},
+    }
+    if django.VERSION >= (5, 2) and importlib.util.find_spec("django_tasks_db") is not None:
+        INSTALLED_APPS.append("django_tasks_db")
+        TASKS["db"] = {"BACKEND": "django_tasks_db.DatabaseBackend"}

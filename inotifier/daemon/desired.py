@@ -158,16 +158,20 @@ class DesiredState:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
-    @staticmethod
-    def processor(spec: WatchSpec) -> tuple[Processor | None, str]:
+    def processor(self, spec: WatchSpec) -> tuple[Processor | None, str]:
         """Import and instantiate the processor of ``spec``; (None, why) when it cannot be used.
 
         Rows only reach this with a processor from the allowlist (checked when
-        their spec was built): nothing else is ever imported for a row.
+        their spec was built): nothing else is ever imported for a row. A
+        processor with ``inotifier_bind`` (TaskDispatcher) is told its watch.
         """
         try:
             cls = load_processor(spec.processor)
-            return cls(), ""
+            processor = cls()
+            bind = getattr(processor, "inotifier_bind", None)
+            if callable(bind):
+                bind(spec.key, spec.label, spec.watch_id, self.hostname)
+            return processor, ""
         except SpecError as exc:
             return None, str(exc)
         except Exception as exc:

@@ -20,6 +20,7 @@ from .desired import DesiredState
 from .dispatch import Dispatcher
 from .eventlog import EventLog
 from .events import make_event
+from .handoff import Handoff
 from .kernel import HEADER_SIZE, Inotify, read_sysctl
 from .monitor import Monitor
 from .reader import Reader
@@ -96,6 +97,7 @@ class Daemon:
         resync = float(app_settings.INOTIFIER_RESYNC_INTERVAL)
         self.deadlines = Deadlines(poll=poll, missing=poll, resync=resync)
         self.event_log: EventLog | None = None
+        self.handoff: Handoff | None = None  # the outbox of TaskDispatcher (needs the database)
         self.reader: Reader | None = None  # None: not started, or closed
         self.waker: Waker | None = None
         # Made by setup(): the watch set, the dispatcher, the status reporter, the monitor.
@@ -118,6 +120,8 @@ class Daemon:
         self.waker = Waker()
         if app_settings.INOTIFIER_EVENT_LOG:
             self.event_log = EventLog(self.hostname)
+        if self.guard is not None:
+            self.handoff = Handoff(lambda: self.flags.stopping).install()
         self.reader = Reader(
             inotify.fd, self.waker.wake, int(app_settings.INOTIFIER_QUEUE_SIZE) * (HEADER_SIZE + 16)
         )
@@ -199,8 +203,9 @@ class Daemon:
         self.reader.stop()
         # Events already read from the kernel are processed, not dropped.
         self.dispatcher.process(deadline=time.monotonic() + DRAIN_AT_STOP_SECONDS)
-        if self.event_log is not None:
-            self.event_log.stop()
+        for part in (self.event_log, self.handoff):
+            if part is not None:
+                part.stop()
         self.desired.close()  # its events processed: the exclusive watches' leases are freed now
         try:
             self.status.write(force=True, running=False)

@@ -96,6 +96,7 @@ class Command(InotifierCommand):
             self.write_table(rows, all_hosts)
         elif pid is not None:
             self.stdout.write(_("No watches reported yet."))
+        self.write_outbox()
         if pid is None:
             sys.exit(EXIT_NOT_RUNNING)
 
@@ -159,6 +160,32 @@ class Command(InotifierCommand):
             "processor_errors": state.errors,
             "last_event": state.last_event.isoformat() if state.last_event else None,
         }
+
+    def write_outbox(self) -> None:
+        """Write the outbox's counts (every host's rows: any daemon may hand them off), if it has rows."""
+        from ...outbox import OutboxEntry
+
+        try:
+            summary = OutboxEntry.objects.summary()
+        except DatabaseError:
+            return  # said above, or the table is not migrated yet
+        states = summary["states"]
+        if not any(states.values()):
+            return
+        oldest = summary["oldest_pending"]
+        age = _(", oldest waiting %.0f s") % (timezone.now() - oldest).total_seconds() if oldest else ""
+        line = _(
+            "outbox: %(pending)d pending, %(failed)d failed (retrying), %(dead)d dead, %(done)d done%(age)s"
+        ) % {
+            **states,
+            "age": age,
+        }
+        self.stdout.write(self.style.WARNING(line) if states["dead"] or states["failed"] else line)
+        for label, key, counts in summary["watches"]:
+            self.stdout.write(
+                _("  %(watch)s: %(pending)d pending, %(failed)d failed, %(dead)d dead")
+                % {**counts, "watch": printable(label or key or "-")}
+            )
 
     def write_daemon(self, daemon: DaemonStatus, alive: bool, local: bool) -> None:
         """Write one daemon's line: alive or why not, then what it counted."""
