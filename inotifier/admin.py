@@ -152,6 +152,7 @@ class WatchPathAdmin(OwnFiltersOnly):
         (None, {"fields": ("path", "mask", "processor", "enabled", "description")}),
         (_("Subdirectories"), {"fields": ("recursive", "auto_add", "exclude")}),
         (_("Where and how"), {"fields": ("host", "exclusive", "event_log")}),
+        (_("Delivery"), {"fields": ("settle", "settle_max", "catch_up")}),
         (_("Status"), {"fields": ("current_state", "holder_display", "created_display", "updated_display")}),
     )
 

@@ -104,6 +104,9 @@ class WatchPathForm(forms.ModelForm):
             "host",
             "exclusive",
             "event_log",
+            "settle",
+            "settle_max",
+            "catch_up",
             "description",
         )
         widgets = {

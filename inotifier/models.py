@@ -20,9 +20,11 @@ from .specs import (
     SpecError,
     parse_excludes,
     validate_allowed_root,
+    validate_catch_up,
     validate_mask,
     validate_path,
     validate_processor_allowed,
+    validate_settle,
 )
 from .states import State, near_watch_limit
 
@@ -174,6 +176,42 @@ class WatchPath(models.Model):
             "lease); another takes over when it stops or is lost (within INOTIFIER_LEASE_TIMEOUT)."
         ),
     )
+    # Nullable for the reason ``exclusive`` is: NULL reads as the default.
+    settle = models.FloatField(
+        _("settle (seconds)"),
+        null=True,
+        blank=True,
+        default=0.0,
+        help_text=_(
+            "Hold the events of a path until it has been quiet this long, then deliver them "
+            "collapsed, one per event type (0: deliver at once). A file written in many chunks "
+            "gives one IN_CLOSE_WRITE."
+        ),
+    )
+    settle_max = models.FloatField(
+        _("settle at most (seconds)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "A path that never stops changing is delivered after this long anyway (blank: 10 x settle)."
+        ),
+    )
+    catch_up = models.CharField(  # noqa: DJ001 (NULL from raw inserts reads as "", off)
+        _("catch up"),
+        max_length=8,
+        null=True,
+        blank=True,
+        default="",
+        choices=[
+            ("", _("no: only what happens while watched")),
+            ("changed", _("changed: files created or modified since last watched")),
+            ("all", _("all: every file present (a spool directory)")),
+        ],
+        help_text=_(
+            "What the watch delivers at each start (daemon start, re-enabled, directory back, "
+            "queue overflow), as IN_CREATE / IN_CLOSE_WRITE events with event.synthetic set."
+        ),
+    )
     description = models.TextField(_("description"), blank=True)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
@@ -233,6 +271,10 @@ class WatchPath(models.Model):
             check("mask", validate_mask, int(self.mask))
         if self.processor:
             check("processor", validate_processor_allowed, self.processor)
+        settle = check("settle", validate_settle, self.settle or 0, self.settle_max)
+        if settle is None and "settle" in errors and "settle_max" in str(errors["settle"]):
+            errors["settle_max"] = errors.pop("settle")
+        check("catch_up", validate_catch_up, self.catch_up)
         if errors:
             raise ValidationError(errors)
 
@@ -362,6 +404,31 @@ class WatchState(models.Model):
 
     def __str__(self) -> str:
         return f"{printable(self.path)} on {printable(self.host, backslash=False)}: {self.state}"
+
+
+class Watermark(models.Model):
+    """How far one host's daemon has delivered one watch: what ``catch_up="changed"`` starts from.
+
+    Written by the daemon only (with the heartbeat and at a clean stop), never
+    past an event not yet handed on; a file changed at or after ``mark`` is
+    delivered again at the watch's next start.
+    """
+
+    host = models.CharField(_("host"), max_length=255)
+    key = models.CharField(_("key"), max_length=300, help_text=_("The watch's identity on that host."))
+    path = models.CharField(_("path"), max_length=4096)
+    mark = models.DateTimeField(_("delivered up to"))
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("catch-up watermark")
+        verbose_name_plural = _("catch-up watermarks")
+        ordering = ("host", "path")
+        constraints = [models.UniqueConstraint(fields=["host", "key"], name="inotifier_watermark_host_key")]
+
+    def __str__(self) -> str:
+        host = printable(self.host, backslash=False)
+        return f"{printable(self.path)} on {host}: {self.mark:%Y-%m-%d %H:%M:%S}"
 
 
 #: Rows deleted per DELETE: no statement holds its locks for long.

@@ -93,3 +93,7 @@ reconciled = Signal()  # sent with ``changes`` (a reconcile.Plan summary dict)
 #: Sent every 10 000 directories of a large recursive set-up, and once at its end, with
 #: ``watch`` (the WatchSpec), ``directories`` (watched so far) and ``done``.
 setup_progress = Signal()
+#: Sent after a catch-up scan delivered what changed while the watch could not see it, with
+#: ``watch`` (the WatchSpec), ``reason`` ("start", "added", "reappeared", "overflow") and
+#: ``count`` (the events it delivered): receivers keeping their own state resync it.
+rescanned = Signal()

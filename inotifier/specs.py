@@ -40,6 +40,12 @@ class WatchSpec:
     #: Real directories the watch may never leave (INOTIFIER_ALLOWED_ROOTS), None: no fence.
     #: Checked on the opened directory at every (re)attach, so a root swapped for a link is caught.
     fence: tuple[str, ...] | None = None
+    #: Seconds a path must be quiet before its events are delivered, collapsed (0: off).
+    settle: float = 0.0
+    #: Seconds after which a path that never stops changing is delivered anyway (0 when settle is off).
+    settle_max: float = 0.0
+    #: What the watch delivers at each start: None, "changed" (since it was last watched) or "all".
+    catch_up: str | None = None
     error: str = field(default="", compare=True)  # set when the entry is unusable
 
     @property
@@ -198,6 +204,55 @@ def validate_processor_allowed(dotted: str, allowlist: tuple[str, ...] | None = 
         )
 
 
+#: Longest settle a watch may ask for (seconds): events held longer are better a scheduled job.
+SETTLE_LIMIT = 3600.0
+#: ``settle_max`` when not given: this many times ``settle``.
+SETTLE_MAX_FACTOR = 10
+#: The values ``catch_up`` takes (None: off).
+CATCH_UP_CHOICES = ("changed", "all")
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(
+            _("%(name)s must be a number of seconds, not %(value)r") % {"name": name, "value": value}
+        )
+    seconds = float(value)
+    if not 0 <= seconds <= SETTLE_LIMIT:  # also refuses NaN
+        raise SpecError(
+            _("%(name)s must be between 0 and %(limit)d seconds, not %(value)r")
+            % {"name": name, "value": value, "limit": SETTLE_LIMIT}
+        )
+    return seconds
+
+
+def validate_settle(settle: object, settle_max: object = None) -> tuple[float, float]:
+    """Return (settle, settle_max) in seconds; settle_max defaults to 10 x settle (0: settle off)."""
+    quiet = _seconds("settle", 0 if settle is None else settle)
+    if settle_max is None:
+        return quiet, min(quiet * SETTLE_MAX_FACTOR, SETTLE_LIMIT)
+    longest = _seconds("settle_max", settle_max)
+    if quiet == 0:
+        if longest:
+            raise SpecError(_("settle_max is set but settle is 0 (off)"))
+        return 0.0, 0.0
+    if longest < quiet:
+        raise SpecError(
+            _("settle_max (%(max)s s) is shorter than settle (%(settle)s s)")
+            % {"max": longest, "settle": quiet}
+        )
+    return quiet, longest
+
+
+def validate_catch_up(value: object) -> str | None:
+    """Return the catch-up mode: None, "changed" or "all" ("" and None are off)."""
+    if value is None or value == "":
+        return None
+    if value not in CATCH_UP_CHOICES:
+        raise SpecError(_("catch_up must be None, 'changed' or 'all', not %(value)r") % {"value": value})
+    return str(value)
+
+
 # -- settings entries -------------------------------------------------------------
 
 
@@ -220,14 +275,15 @@ def settings_entries() -> tuple[list[Any], str]:
 
 
 #: Keys the optional 4th item of a settings entry (a dict) may hold.
-SETTINGS_OPTIONS = ("recursive", "auto_add", "exclude", "event_log")
+SETTINGS_OPTIONS = ("recursive", "auto_add", "exclude", "event_log", "settle", "settle_max", "catch_up")
 
 
 def validate_settings_entry(index: int, entry: object, *, import_processor: bool = True) -> WatchSpec:
     """Return the WatchSpec of one INOTIFIER_WATCH_PATHS entry; SpecError names what is wrong.
 
     An entry is ``(path, mask, processor)``, optionally followed by a dict of
-    options (``recursive``, ``auto_add``, ``exclude``, ``event_log``).
+    options (``recursive``, ``auto_add``, ``exclude``, ``event_log``, ``settle``,
+    ``settle_max``, ``catch_up``).
     """
     where = f"INOTIFIER_WATCH_PATHS[{index}]"
     if not isinstance(entry, (tuple, list)) or len(entry) not in (3, 4):
@@ -254,6 +310,8 @@ def validate_settings_entry(index: int, entry: object, *, import_processor: bool
             )
         norm = validate_path(path)
         int_mask = validate_mask(mask)
+        settle, settle_max = validate_settle(options.get("settle"), options.get("settle_max"))
+        catch_up = validate_catch_up(options.get("catch_up"))
         if import_processor:
             load_processor(processor)
         elif not isinstance(processor, str):
@@ -271,6 +329,9 @@ def validate_settings_entry(index: int, entry: object, *, import_processor: bool
         event_log=bool(options.get("event_log", True)),
         label=norm,
         fence=fence_for(norm, allowed_roots(), row=False),
+        settle=settle,
+        settle_max=settle_max,
+        catch_up=catch_up,
     )
 
 
@@ -307,20 +368,37 @@ def settings_specs() -> Iterator[WatchSpec]:
 
 
 #: WatchPath fields a spec is built from, in the order ``values_list`` returns them.
-ROW_FIELDS = ("pk", "path", "mask", "processor", "recursive", "auto_add", "exclude", "event_log", "exclusive")
+ROW_FIELDS = (
+    "pk",
+    "path",
+    "mask",
+    "processor",
+    "recursive",
+    "auto_add",
+    "exclude",
+    "event_log",
+    "exclusive",
+    "settle",
+    "settle_max",
+    "catch_up",
+)
 
 
 def spec_from_values(
     values: tuple[Any, ...], allowlist: tuple[str, ...], roots: list[str] | None
 ) -> WatchSpec:
     """Return the WatchSpec of one row given as ``ROW_FIELDS`` values."""
-    pk, path, mask, processor, recursive, auto_add, exclude, event_log, exclusive = values
+    pk, path, mask, processor, recursive, auto_add, exclude, event_log, exclusive = values[:9]
+    settle_raw, settle_max_raw, catch_up_raw = values[9:]
     error = ""
     norm = path
     int_mask = int(mask or 0)
+    settle, settle_max, catch_up = 0.0, 0.0, None
     try:
         norm = validate_path(path)
         int_mask = validate_mask(int_mask)
+        settle, settle_max = validate_settle(settle_raw or 0, settle_max_raw)
+        catch_up = validate_catch_up(catch_up_raw)
         # Checked before anything is imported: an admin must not make the daemon
         # import code the site did not allow.
         validate_processor_allowed(processor, allowlist)
@@ -342,6 +420,9 @@ def spec_from_values(
         exclusive=bool(exclusive),
         error=error,
         fence=tuple(roots) if roots is not None else None,
+        settle=settle,
+        settle_max=settle_max,
+        catch_up=catch_up,
     )
 
 

@@ -75,7 +75,7 @@ def test_valid_settings_have_no_messages(tmp_path: Path) -> None:
         ([("/tmp", 256, 42)], "INOTIFIER_WATCH_PATHS[0]: processor must be a dotted path string, not 42"),
         (
             [("/tmp", 256, SIGNALER, {"recursve": True})],
-            "INOTIFIER_WATCH_PATHS[0]: unknown option(s) 'recursve'; known: recursive, auto_add, exclude, event_log",
+            "INOTIFIER_WATCH_PATHS[0]: unknown option(s) 'recursve'; known: recursive, auto_add, exclude, event_log, settle, settle_max, catch_up",
         ),
         (
             [("/tmp", 256, SIGNALER, [1])],
