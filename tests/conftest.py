@@ -98,7 +98,7 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{host}{port}/{s['NAME']}"
 
 
-class Daemon:
+class DaemonProcess:
     """Run ``manage.py inotifier_*`` commands against the test settings, as real processes."""
 
     def __init__(self, tmp: Path, record: Record, db_url: str | None):
@@ -277,9 +277,9 @@ def record(tmp_path: Path) -> Record:
 
 
 @pytest.fixture
-def daemon(transactional_db: Any, tmp_path: Path, record: Record) -> Iterator[Daemon]:
+def daemon(transactional_db: Any, tmp_path: Path, record: Record) -> Iterator[DaemonProcess]:
     """A daemon runner that shares the test database (rows are committed, so it sees them)."""
-    d = Daemon(tmp_path, record, database_url())
+    d = DaemonProcess(tmp_path, record, database_url())
     yield d
     d.cleanup()
     # Shown by pytest only when the test failed: the daemon's own account.
@@ -288,18 +288,18 @@ def daemon(transactional_db: Any, tmp_path: Path, record: Record) -> Iterator[Da
 
 
 @pytest.fixture
-def fleet(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+def fleet(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """Make daemons of several hosts sharing the test database: ``fleet("files-1", VAR=value)``.
 
     Each has its own ``INOTIFIER_HOSTNAME``, pid file, output files and record
     of events (``daemon.record``); every one is killed at the end.
     """
-    made: list[Daemon] = []
+    made: list[DaemonProcess] = []
 
-    def make(host: str, **env: str) -> Daemon:
+    def make(host: str, **env: str) -> DaemonProcess:
         home = tmp_path / host
         home.mkdir()
-        d = Daemon(home, Record(home / "record.tsv"), database_url())
+        d = DaemonProcess(home, Record(home / "record.tsv"), database_url())
         d.env_extra.update({"INOTIFIER_HOSTNAME": host, **env})
         made.append(d)
         return d

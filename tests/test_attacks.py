@@ -12,7 +12,7 @@ import pytest
 from inotifier.masks import BITS
 from inotifier.models import WatchPath, WatchState
 
-from .conftest import Daemon, wait_for
+from .conftest import DaemonProcess, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -49,14 +49,14 @@ def identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def probe(daemon: Daemon, directory: Path, name: str) -> None:
+def probe(daemon: DaemonProcess, directory: Path, name: str) -> None:
     """Create a file and wait until a receiver saw it: the daemon has caught up."""
     (directory / name).touch()
     daemon.record.wait_path(directory / name, timeout=10)
 
 
 @pytest.fixture
-def fenced(watch_dir: Path, daemon: Daemon) -> tuple[Path, Path]:
+def fenced(watch_dir: Path, daemon: DaemonProcess) -> tuple[Path, Path]:
     """An allowed root, and beside it a directory outside it holding a secret."""
     allowed = watch_dir / "allowed"
     outside = watch_dir / "outside"
@@ -69,7 +69,7 @@ def fenced(watch_dir: Path, daemon: Daemon) -> tuple[Path, Path]:
 
 
 def test_a_link_swapped_in_for_a_new_directory_is_never_followed(
-    daemon: Daemon, fenced: tuple[Path, Path]
+    daemon: DaemonProcess, fenced: tuple[Path, Path]
 ) -> None:
     allowed, outside = fenced
     tree = allowed / "uploads"
@@ -107,7 +107,7 @@ def test_a_link_swapped_in_for_a_new_directory_is_never_followed(
 
 
 def test_directories_swapped_for_links_while_a_new_tree_is_walked_are_not_followed(
-    daemon: Daemon, fenced: tuple[Path, Path]
+    daemon: DaemonProcess, fenced: tuple[Path, Path]
 ) -> None:
     """A big directory moved in is walked by the daemon while its entries become links."""
     allowed, outside = fenced
@@ -136,7 +136,7 @@ def test_directories_swapped_for_links_while_a_new_tree_is_walked_are_not_follow
 
 
 def test_a_root_recreated_as_a_link_outside_the_allowed_roots_is_refused(
-    daemon: Daemon, fenced: tuple[Path, Path]
+    daemon: DaemonProcess, fenced: tuple[Path, Path]
 ) -> None:
     allowed, outside = fenced
     spool = allowed / "spool"
@@ -167,7 +167,7 @@ def test_a_root_recreated_as_a_link_outside_the_allowed_roots_is_refused(
 
 
 def test_files_written_into_a_recreated_root_before_it_is_watched_again_are_delivered(
-    daemon: Daemon, watch_dir: Path
+    daemon: DaemonProcess, watch_dir: Path
 ) -> None:
     spool = watch_dir / "spool"
     tree = watch_dir / "tree"
@@ -202,7 +202,9 @@ def test_files_written_into_a_recreated_root_before_it_is_watched_again_are_deli
     assert daemon.record.paths("IN_CLOSE_WRITE").count(str(tree / "a" / "b" / "later.txt")) == 1
 
 
-def test_names_that_forge_log_lines_or_drive_a_terminal_are_escaped(daemon: Daemon, watch_dir: Path) -> None:
+def test_names_that_forge_log_lines_or_drive_a_terminal_are_escaped(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     forged = "2026-01-01 00:00:00,000 CRITICAL inotifier.daemon[1]: forged"
     nasty = f"boom\n{forged}\x1b]0;pwned\x07\x1b[2J\u202e"
     tree = watch_dir / "tree"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROOT, Daemon
+from .conftest import ROOT, DaemonProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.daemon]
 
@@ -97,7 +97,7 @@ def reload_until(page: Any, found: Callable[[], bool], timeout: float = 20.0) ->
 
 
 @pytest.fixture
-def superuser(django_user_model: Any, daemon: Daemon) -> str:
+def superuser(django_user_model: Any, daemon: DaemonProcess) -> str:
     """Create the admin user (before the browser starts: no ORM calls under Playwright)."""
     django_user_model.objects.create_superuser("admin", "admin@example.com", PASSWORD)
     return "admin"
@@ -105,7 +105,7 @@ def superuser(django_user_model: Any, daemon: Daemon) -> str:
 
 def test_admin_watch_becomes_active_and_logs_events(
     live_server: Any,
-    daemon: Daemon,
+    daemon: DaemonProcess,
     superuser: str,
     watch_dir: Path,
     browser_page: Any,
@@ -175,7 +175,7 @@ UNKNOWN_GREY = "rgb(110, 119, 129)"
 
 
 @pytest.fixture
-def health_rows(daemon: Daemon, watch_dir: Path) -> dict[str, Any]:
+def health_rows(daemon: DaemonProcess, watch_dir: Path) -> dict[str, Any]:
     """Three watches made before the browser starts: working, refused processor, a 3 000-character path."""
     from inotifier.models import WatchPath
 
@@ -194,7 +194,7 @@ def health_rows(daemon: Daemon, watch_dir: Path) -> dict[str, Any]:
 
 def test_states_reasons_and_long_paths_in_the_watch_list(
     live_server: Any,
-    daemon: Daemon,
+    daemon: DaemonProcess,
     superuser: str,
     health_rows: dict[str, Any],
     browser_page: Any,

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, Daemon, alive, wait_for
+from .conftest import ROOT, DaemonProcess, alive, wait_for
 
 pytestmark = pytest.mark.daemon
 
 SIGNALER = "inotifier.event_processors.AllEventsSignaler"
 
 
-def test_start_signals_and_stop(daemon: Daemon, watch_dir: Path) -> None:
+def test_start_signals_and_stop(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE|IN_CLOSE_WRITE", SIGNALER]]
     pid = daemon.start()
     assert alive(pid)
@@ -40,7 +40,7 @@ def test_start_signals_and_stop(daemon: Daemon, watch_dir: Path) -> None:
     assert not daemon.pid_file.exists()
 
 
-def test_output_is_appended_not_truncated(daemon: Daemon, watch_dir: Path) -> None:
+def test_output_is_appended_not_truncated(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.stderr_file.write_text("line from before\n")
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", "inotifier.event_processors.AllEventsPrinter"]]
     daemon.start()
@@ -53,7 +53,7 @@ def test_output_is_appended_not_truncated(daemon: Daemon, watch_dir: Path) -> No
     assert f"IN_CREATE {str(watch_dir / 'printed')!r}" in daemon.stdout_file.read_text()
 
 
-def test_double_start_is_refused(daemon: Daemon, watch_dir: Path) -> None:
+def test_double_start_is_refused(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     pid = daemon.start()
     result = daemon.manage("inotifier_start")
@@ -62,7 +62,7 @@ def test_double_start_is_refused(daemon: Daemon, watch_dir: Path) -> None:
     assert daemon.pid() == pid
 
 
-def test_stale_pid_file_after_kill_9(daemon: Daemon, watch_dir: Path) -> None:
+def test_stale_pid_file_after_kill_9(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     pid = daemon.start()
     os.kill(pid, signal.SIGKILL)
@@ -75,14 +75,14 @@ def test_stale_pid_file_after_kill_9(daemon: Daemon, watch_dir: Path) -> None:
     daemon.record.wait_path(watch_dir / "after", "IN_CREATE")
 
 
-def test_stop_with_nothing_running(daemon: Daemon) -> None:
+def test_stop_with_nothing_running(daemon: DaemonProcess) -> None:
     result = daemon.stop()
     assert result.returncode == 1
     assert "not running" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_stop_refuses_to_signal_a_stranger(daemon: Daemon) -> None:
+def test_stop_refuses_to_signal_a_stranger(daemon: DaemonProcess) -> None:
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         daemon.pid_file.write_text(f"{stranger.pid}\n")
@@ -96,7 +96,7 @@ def test_stop_refuses_to_signal_a_stranger(daemon: Daemon) -> None:
         stranger.wait()
 
 
-def test_foreground_runs_attached_and_stops_on_sigterm(daemon: Daemon, watch_dir: Path) -> None:
+def test_foreground_runs_attached_and_stops_on_sigterm(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     proc = daemon.start_foreground()
     assert daemon.pid() == proc.pid
@@ -109,7 +109,7 @@ def test_foreground_runs_attached_and_stops_on_sigterm(daemon: Daemon, watch_dir
     assert not daemon.pid_file.exists()
 
 
-def test_sigint_stops_foreground_cleanly(daemon: Daemon, watch_dir: Path) -> None:
+def test_sigint_stops_foreground_cleanly(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     proc = daemon.start_foreground()
     started = time.monotonic()
@@ -141,7 +141,7 @@ def test_sigint_stops_foreground_cleanly(daemon: Daemon, watch_dir: Path) -> Non
         ),
     ],
 )
-def test_start_refuses_malformed_settings(daemon: Daemon, entry: list[str], message: str) -> None:
+def test_start_refuses_malformed_settings(daemon: DaemonProcess, entry: list[str], message: str) -> None:
     daemon.watch_paths = [entry]
     result = daemon.manage("inotifier_start")
     assert result.returncode == 1
@@ -151,7 +151,7 @@ def test_start_refuses_malformed_settings(daemon: Daemon, entry: list[str], mess
     assert daemon.pid() is None
 
 
-def test_missing_path_is_a_warning_and_the_rest_is_watched(daemon: Daemon, watch_dir: Path) -> None:
+def test_missing_path_is_a_warning_and_the_rest_is_watched(daemon: DaemonProcess, watch_dir: Path) -> None:
     missing = watch_dir / "not-yet"
     daemon.watch_paths = [[str(missing), "IN_CREATE", SIGNALER], [str(watch_dir), "IN_CREATE", SIGNALER]]
     result = daemon.manage("inotifier_start")
@@ -165,7 +165,7 @@ def test_missing_path_is_a_warning_and_the_rest_is_watched(daemon: Daemon, watch
     daemon.record.wait_path(missing / "inside", "IN_CREATE")
 
 
-def test_start_reports_the_daemons_own_error(daemon: Daemon, watch_dir: Path) -> None:
+def test_start_reports_the_daemons_own_error(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.pid_file.parent.mkdir(exist_ok=True)
     bad_dir = watch_dir / "no-such-dir"
@@ -176,7 +176,7 @@ def test_start_reports_the_daemons_own_error(daemon: Daemon, watch_dir: Path) ->
     assert "Traceback" not in result.stderr
 
 
-def test_a_raising_receiver_does_not_stop_the_daemon(daemon: Daemon, watch_dir: Path) -> None:
+def test_a_raising_receiver_does_not_stop_the_daemon(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_TEST_RAISE"] = "1"
     pid = daemon.start()
@@ -188,7 +188,7 @@ def test_a_raising_receiver_does_not_stop_the_daemon(daemon: Daemon, watch_dir: 
     assert alive(pid)
 
 
-def test_sighup_reconciles_without_restarting(daemon: Daemon, watch_dir: Path) -> None:
+def test_sighup_reconciles_without_restarting(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     pid = daemon.start()
     daemon.signal(signal.SIGHUP)
@@ -198,7 +198,7 @@ def test_sighup_reconciles_without_restarting(daemon: Daemon, watch_dir: Path) -
     daemon.record.wait_path(watch_dir / "after-hup", "IN_CREATE")
 
 
-def test_pid_file_symlink_is_refused(daemon: Daemon, watch_dir: Path, tmp_path: Path) -> None:
+def test_pid_file_symlink_is_refused(daemon: DaemonProcess, watch_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.write_text("keep me")
     daemon.pid_file.symlink_to(target)
@@ -209,7 +209,7 @@ def test_pid_file_symlink_is_refused(daemon: Daemon, watch_dir: Path, tmp_path: 
     assert target.read_text() == "keep me"
 
 
-def test_two_simultaneous_starts_make_one_daemon(daemon: Daemon, watch_dir: Path) -> None:
+def test_two_simultaneous_starts_make_one_daemon(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     cmd = [sys.executable, "-m", "django", "inotifier_start"]
     procs = [
@@ -227,7 +227,7 @@ def test_two_simultaneous_starts_make_one_daemon(daemon: Daemon, watch_dir: Path
     assert daemons == [str(pid)]
 
 
-def _is_test_daemon(pid: int, daemon: Daemon) -> bool:
+def _is_test_daemon(pid: int, daemon: DaemonProcess) -> bool:
     try:
         with open(f"/proc/{pid}/environ", "rb") as fh:
             env = fh.read()
@@ -239,7 +239,7 @@ def _is_test_daemon(pid: int, daemon: Daemon) -> bool:
     return f"INOTIFIER_PID_FILE={daemon.pid_file}".encode() in env
 
 
-def test_status_exit_codes(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_exit_codes(daemon: DaemonProcess, watch_dir: Path) -> None:
     result = daemon.manage("inotifier_status")
     assert result.returncode == 3
     assert "not running" in result.stdout
@@ -252,7 +252,7 @@ def test_status_exit_codes(daemon: Daemon, watch_dir: Path) -> None:
     assert "ACTIVE" in result.stdout
 
 
-def test_settings_from_environment_json(daemon: Daemon, watch_dir: Path) -> None:
+def test_settings_from_environment_json(daemon: DaemonProcess, watch_dir: Path) -> None:
     # tests/settings.py reads INOTIFIER_WATCH_PATHS through django-environ (env.json).
     daemon.watch_paths = [[str(watch_dir), 256, SIGNALER]]  # an int mask: IN_CREATE
     assert json.loads(daemon.env()["INOTIFIER_WATCH_PATHS"])[0][1] == 256
@@ -290,7 +290,7 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
 
 
 def test_status_escapes_control_characters_in_paths_hosts_and_messages(
-    daemon: Daemon, watch_dir: Path
+    daemon: DaemonProcess, watch_dir: Path
 ) -> None:
     from inotifier.escaping import printable
     from inotifier.models import WatchPath
@@ -327,7 +327,7 @@ def test_status_escapes_control_characters_in_paths_hosts_and_messages(
     assert printable(str(evil)) in result.stdout
 
 
-def test_start_and_stop_errors_show_control_characters_escaped(daemon: Daemon, tmp_path: Path) -> None:
+def test_start_and_stop_errors_show_control_characters_escaped(daemon: DaemonProcess, tmp_path: Path) -> None:
     hostile_dir = tmp_path / HOSTILE
     daemon.pid_file = hostile_dir / "inotifier.pid"  # its directory does not exist
     for command in ("inotifier_start", "inotifier_stop"):
@@ -344,7 +344,7 @@ def test_start_and_stop_errors_show_control_characters_escaped(daemon: Daemon, t
     assert raw_controls(result.stderr) == [], result.stderr
 
 
-def test_status_after_stop_shows_no_active_watch(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_after_stop_shows_no_active_watch(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.start()
     assert "ACTIVE" in daemon.manage("inotifier_status").stdout
@@ -363,7 +363,7 @@ def test_status_after_stop_shows_no_active_watch(daemon: Daemon, watch_dir: Path
     assert table_rows(result.stdout)[str(watch_dir)][0] == "UNKNOWN"
 
 
-def test_status_after_kill_9_shows_no_active_watch(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_after_kill_9_shows_no_active_watch(daemon: DaemonProcess, watch_dir: Path) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
@@ -391,7 +391,7 @@ def test_status_after_kill_9_shows_no_active_watch(daemon: Daemon, watch_dir: Pa
     assert "no heartbeat for" in daemon_line
 
 
-def test_status_shows_error_reasons_in_the_message_column(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_shows_error_reasons_in_the_message_column(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir / "missing"), "IN_CREATE", SIGNALER]]
     daemon.start()
     result = daemon.manage("inotifier_status")
@@ -408,7 +408,7 @@ def test_status_shows_error_reasons_in_the_message_column(daemon: Daemon, watch_
 # -- issue 11: output into a pipe whose reader has gone ------------------------------------
 
 
-def test_status_piped_into_head_ends_quietly(daemon: Daemon) -> None:
+def test_status_piped_into_head_ends_quietly(daemon: DaemonProcess) -> None:
     from inotifier.models import WatchState
     from inotifier.states import State
 
@@ -447,7 +447,7 @@ def test_status_piped_into_head_ends_quietly(daemon: Daemon) -> None:
     assert status_file.read_text().strip() == "3"
 
 
-def run_into_a_closed_pipe(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+def run_into_a_closed_pipe(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a command whose stdout is a pipe nobody reads any more (``cmd | true``, deterministic)."""
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -465,7 +465,7 @@ def run_into_a_closed_pipe(daemon: Daemon, *args: str) -> subprocess.CompletedPr
         os.close(write_end)
 
 
-def test_every_command_ends_quietly_when_its_reader_has_gone(daemon: Daemon, watch_dir: Path) -> None:
+def test_every_command_ends_quietly_when_its_reader_has_gone(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_ALLOWED_ROOTS"] = str(watch_dir)  # no system check warning on stderr
     for args, code in [

@@ -37,7 +37,7 @@ from inotifier.masks import BITS
 from inotifier.models import DaemonStatus, EventLog, WatchPath, escape_path, unescape_path
 from tests.testapp.receivers import ListProcessor
 
-from .conftest import Daemon, alive, database_url, wait_for
+from .conftest import DaemonProcess, alive, database_url, wait_for
 from .pgproxy import TcpProxy
 
 SIGNALER = "inotifier.event_processors.AllEventsSignaler"
@@ -415,7 +415,7 @@ def test_bad_buffer_settings_are_named(transactional_db: Any, name: str, value: 
 
 
 @pytest.mark.daemon
-def test_a_bad_buffer_setting_stops_the_start_with_a_sentence(daemon: Daemon, watch_dir: Path) -> None:
+def test_a_bad_buffer_setting_stops_the_start_with_a_sentence(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra.update(INOTIFIER_EVENT_LOG="1", INOTIFIER_EVENT_LOG_BUFFER_BYTES="0")
     result = daemon.manage("inotifier_start")
@@ -589,7 +589,7 @@ def test_a_big_excess_is_left_to_the_budgeted_pass(transactional_db: Any) -> Non
 
 
 @pytest.mark.daemon
-def test_event_log_is_off_by_default(daemon: Daemon, watch_dir: Path) -> None:
+def test_event_log_is_off_by_default(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.start()
     (watch_dir / "not-logged").touch()
@@ -600,7 +600,9 @@ def test_event_log_is_off_by_default(daemon: Daemon, watch_dir: Path) -> None:
 
 @pytest.mark.daemon
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_flushes_every_accepted_event(daemon: Daemon, watch_dir: Path, signum: int) -> None:
+def test_stop_signal_flushes_every_accepted_event(
+    daemon: DaemonProcess, watch_dir: Path, signum: int
+) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
     # An hour between flushes (and 2 000 rows, far under the early flush at half
@@ -628,7 +630,9 @@ def test_stop_signal_flushes_every_accepted_event(daemon: Daemon, watch_dir: Pat
 
 
 @pytest.mark.daemon
-def test_opt_out_per_watch_and_independence_from_the_processor(daemon: Daemon, watch_dir: Path) -> None:
+def test_opt_out_per_watch_and_independence_from_the_processor(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     dirs = {
         name: watch_dir / name for name in ("settings_on", "settings_off", "row_on", "row_off", "raising")
     }
@@ -662,7 +666,7 @@ def test_opt_out_per_watch_and_independence_from_the_processor(daemon: Daemon, w
 
 
 @pytest.mark.daemon
-def test_non_utf8_and_hostile_names_are_stored_losslessly(daemon: Daemon, watch_dir: Path) -> None:
+def test_non_utf8_and_hostile_names_are_stored_losslessly(daemon: DaemonProcess, watch_dir: Path) -> None:
     hostile_dir = watch_dir / "<script>alert(1)<"
     hostile_dir.mkdir()
     daemon.watch_paths = [
@@ -696,7 +700,7 @@ def test_non_utf8_and_hostile_names_are_stored_losslessly(daemon: Daemon, watch_
 
 
 @pytest.mark.daemon
-def test_daemon_enforces_retention(daemon: Daemon, watch_dir: Path) -> None:
+def test_daemon_enforces_retention(daemon: DaemonProcess, watch_dir: Path) -> None:
     now = timezone.now()
     make_rows(150, now - timedelta(hours=2), timedelta(seconds=1))
     make_rows(150, now - timedelta(minutes=30), timedelta(seconds=1))
@@ -730,7 +734,7 @@ def write_files(directory: Path, start: int, stop: int) -> subprocess.Popen[byte
     return subprocess.Popen([sys.executable, "-c", FILE_WRITER, str(directory), "x", str(start), str(stop)])
 
 
-def summary(daemon: Daemon) -> dict[str, int]:
+def summary(daemon: DaemonProcess) -> dict[str, int]:
     """The figures of the event log's last summary line in the daemon's log (logged at stop)."""
     lines = [ln for ln in daemon.stderr_text().splitlines() if "rows written," in ln]
     assert lines, daemon.stderr_text()[-3000:]
@@ -750,7 +754,7 @@ def rss_kib(pid: int) -> int:
 
 
 @pytest.mark.daemon
-def test_the_row_limit_holds_while_rows_pour_in(daemon: Daemon, watch_dir: Path) -> None:
+def test_the_row_limit_holds_while_rows_pour_in(daemon: DaemonProcess, watch_dir: Path) -> None:
     """INOTIFIER_EVENT_LOG_MAX_ROWS = 2 000, 40 000 events as fast as they come: never above + 10 %."""
     limit, files = 2000, 40_000
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
@@ -783,7 +787,9 @@ def test_the_row_limit_holds_while_rows_pour_in(daemon: Daemon, watch_dir: Path)
 
 
 @pytest.mark.daemon
-def test_a_50000_file_burst_is_logged_whole_at_default_settings(daemon: Daemon, watch_dir: Path) -> None:
+def test_a_50000_file_burst_is_logged_whole_at_default_settings(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     """Two rows a file (IN_CREATE, IN_CLOSE_WRITE), every one written: nothing dropped."""
     files = 50_000
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE|IN_CLOSE_WRITE", SIGNALER]]
@@ -853,7 +859,7 @@ def niceness(pid: int) -> int:
 
 @pytest.mark.daemon
 def test_rows_are_written_by_a_lower_priority_process_that_ignores_stop_signals(
-    daemon: Daemon, watch_dir: Path
+    daemon: DaemonProcess, watch_dir: Path
 ) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
@@ -871,7 +877,9 @@ def test_rows_are_written_by_a_lower_priority_process_that_ignores_stop_signals(
 
 
 @pytest.mark.daemon
-def test_a_writer_process_that_dies_is_replaced_and_its_loss_counted(daemon: Daemon, watch_dir: Path) -> None:
+def test_a_writer_process_that_dies_is_replaced_and_its_loss_counted(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
     pid = daemon.start()
@@ -894,7 +902,7 @@ def test_a_writer_process_that_dies_is_replaced_and_its_loss_counted(daemon: Dae
 
 
 @pytest.mark.daemon
-def test_the_writer_process_never_outlives_the_daemon(daemon: Daemon, watch_dir: Path) -> None:
+def test_the_writer_process_never_outlives_the_daemon(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
     pid = daemon.start()
@@ -911,7 +919,7 @@ def test_the_writer_process_never_outlives_the_daemon(daemon: Daemon, watch_dir:
 
 
 @pytest.fixture
-def proxy(daemon: Daemon) -> Iterator[TcpProxy]:
+def proxy(daemon: DaemonProcess) -> Iterator[TcpProxy]:
     """A proxy to the test database that the daemon's DATABASE_URL points at."""
     from django.db import connection as conn
 
@@ -921,7 +929,7 @@ def proxy(daemon: Daemon) -> Iterator[TcpProxy]:
     p.close()
 
 
-def _start_logging_daemon(daemon: Daemon, watch_dir: Path, proxy: TcpProxy) -> None:
+def _start_logging_daemon(daemon: DaemonProcess, watch_dir: Path, proxy: TcpProxy) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
     daemon.start()
@@ -931,7 +939,7 @@ def _start_logging_daemon(daemon: Daemon, watch_dir: Path, proxy: TcpProxy) -> N
     assert proxy.accepted > 0
 
 
-def _outage(daemon: Daemon, watch_dir: Path, proxy: TcpProxy, files: int) -> set[str]:
+def _outage(daemon: DaemonProcess, watch_dir: Path, proxy: TcpProxy, files: int) -> set[str]:
     """Cut the database, create ``files`` files, check signals flowed and nothing was written."""
     proxy.down()
     names = {str(watch_dir / f"during-{i:03}") for i in range(files)}
@@ -947,7 +955,9 @@ def _outage(daemon: Daemon, watch_dir: Path, proxy: TcpProxy, files: int) -> set
 @pytest.mark.daemon
 @pytest.mark.postgres_only
 @needs_postgres
-def test_database_outage_delays_rows_but_loses_none(daemon: Daemon, watch_dir: Path, proxy: TcpProxy) -> None:
+def test_database_outage_delays_rows_but_loses_none(
+    daemon: DaemonProcess, watch_dir: Path, proxy: TcpProxy
+) -> None:
     _start_logging_daemon(daemon, watch_dir, proxy)
     names = _outage(daemon, watch_dir, proxy, 200)
     refused = proxy.refused
@@ -967,7 +977,7 @@ def test_database_outage_delays_rows_but_loses_none(daemon: Daemon, watch_dir: P
 @pytest.mark.postgres_only
 @needs_postgres
 def test_database_outage_over_the_bound_drops_and_counts(
-    daemon: Daemon, watch_dir: Path, proxy: TcpProxy
+    daemon: DaemonProcess, watch_dir: Path, proxy: TcpProxy
 ) -> None:
     daemon.env_extra["INOTIFIER_EVENT_LOG_BUFFER"] = "20"
     _start_logging_daemon(daemon, watch_dir, proxy)
@@ -987,7 +997,7 @@ def test_database_outage_over_the_bound_drops_and_counts(
 @pytest.mark.postgres_only
 @needs_postgres
 def test_a_connection_dropped_while_idle_is_replaced_at_once(
-    daemon: Daemon, watch_dir: Path, proxy: TcpProxy
+    daemon: DaemonProcess, watch_dir: Path, proxy: TcpProxy
 ) -> None:
     _start_logging_daemon(daemon, watch_dir, proxy)
     proxy.cut()  # as a server's idle_session_timeout would

@@ -15,7 +15,7 @@ import pytest
 from inotifier.masks import BITS
 from inotifier.models import DaemonStatus, WatchPath, WatchState
 
-from .conftest import Daemon, wait_for
+from .conftest import DaemonProcess, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -23,7 +23,7 @@ SIGNALER = "inotifier.event_processors.AllEventsSignaler"
 IN_CREATE = BITS["IN_CREATE"]
 
 
-def keep_touching(daemon: Daemon, directory: Path, prefix: str, timeout: float = 10) -> None:
+def keep_touching(daemon: DaemonProcess, directory: Path, prefix: str, timeout: float = 10) -> None:
     """Create files until the daemon reports one (the watch may not be back yet)."""
     i = 0
 
@@ -43,7 +43,7 @@ def settings_state(key: str = "settings:0") -> WatchState | None:
     return WatchState.objects.filter(key=key).first()
 
 
-def test_deleted_directory_goes_missing_and_comes_back(daemon: Daemon, watch_dir: Path) -> None:
+def test_deleted_directory_goes_missing_and_comes_back(daemon: DaemonProcess, watch_dir: Path) -> None:
     target = watch_dir / "target"
     target.mkdir()
     other = watch_dir / "other"
@@ -61,7 +61,7 @@ def test_deleted_directory_goes_missing_and_comes_back(daemon: Daemon, watch_dir
     assert daemon.pid() == pid
 
 
-def test_moved_away_and_replaced(daemon: Daemon, watch_dir: Path) -> None:
+def test_moved_away_and_replaced(daemon: DaemonProcess, watch_dir: Path) -> None:
     target = watch_dir / "spool"
     target.mkdir()
     daemon.watch_paths = [[str(target), "IN_CREATE", SIGNALER]]
@@ -77,7 +77,7 @@ def test_moved_away_and_replaced(daemon: Daemon, watch_dir: Path) -> None:
     assert str(moved / "in-old-place") not in daemon.record.paths()
 
 
-def test_recursive_tree_growing_fast(daemon: Daemon, watch_dir: Path) -> None:
+def test_recursive_tree_growing_fast(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [
         [str(watch_dir), "IN_CREATE|IN_CLOSE_WRITE", SIGNALER, {"recursive": True, "auto_add": True}]
     ]
@@ -97,7 +97,7 @@ def test_recursive_tree_growing_fast(daemon: Daemon, watch_dir: Path) -> None:
     wait_for(lambda: str(late) in daemon.record.paths("IN_CLOSE_WRITE"), 5)
 
 
-def test_queue_overflow_is_loud_counted_and_resynced(daemon: Daemon, watch_dir: Path) -> None:
+def test_queue_overflow_is_loud_counted_and_resynced(daemon: DaemonProcess, watch_dir: Path) -> None:
     max_queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER, {"recursive": True, "auto_add": True}]]
     pid = daemon.start()
@@ -122,7 +122,7 @@ def test_queue_overflow_is_loud_counted_and_resynced(daemon: Daemon, watch_dir: 
     assert daemon.pid() == pid
 
 
-def run_limited(daemon: Daemon, limit: int, command: list[str]) -> subprocess.Popen[str]:
+def run_limited(daemon: DaemonProcess, limit: int, command: list[str]) -> subprocess.Popen[str]:
     """Run the daemon in a user namespace whose inotify watch limit is ``limit``."""
     script = f'echo {limit} > /proc/sys/user/max_inotify_watches && exec "$@"'
     return subprocess.Popen(
@@ -135,7 +135,7 @@ def run_limited(daemon: Daemon, limit: int, command: list[str]) -> subprocess.Po
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
-def test_out_of_kernel_watches(daemon: Daemon, watch_dir: Path) -> None:
+def test_out_of_kernel_watches(daemon: DaemonProcess, watch_dir: Path) -> None:
     big = watch_dir / "big"
     for i in range(10):
         (big / f"d{i}").mkdir(parents=True)
@@ -164,7 +164,7 @@ def test_out_of_kernel_watches(daemon: Daemon, watch_dir: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 def test_near_the_kernel_watch_limit_warns_once_per_crossing(
-    daemon: Daemon, watch_dir: Path, tmp_path: Path
+    daemon: DaemonProcess, watch_dir: Path, tmp_path: Path
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -215,7 +215,7 @@ def test_near_the_kernel_watch_limit_warns_once_per_crossing(
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
-def test_permission_denied(daemon: Daemon, watch_dir: Path, tmp_path: Path) -> None:
+def test_permission_denied(daemon: DaemonProcess, watch_dir: Path, tmp_path: Path) -> None:
     from django.db import connection
 
     probe = subprocess.run(
@@ -295,7 +295,7 @@ def test_permission_denied(daemon: Daemon, watch_dir: Path, tmp_path: Path) -> N
     assert proc.returncode == 0, err
 
 
-def test_raising_and_slow_processors_do_not_starve_others(daemon: Daemon, watch_dir: Path) -> None:
+def test_raising_and_slow_processors_do_not_starve_others(daemon: DaemonProcess, watch_dir: Path) -> None:
     raising, slow, fast = watch_dir / "raising", watch_dir / "slow", watch_dir / "fast"
     for d in (raising, slow, fast):
         d.mkdir()
@@ -320,7 +320,7 @@ def test_raising_and_slow_processors_do_not_starve_others(daemon: Daemon, watch_
     assert daemon.pid() == pid
 
 
-def test_kill_9_during_a_flood_then_start(daemon: Daemon, watch_dir: Path) -> None:
+def test_kill_9_during_a_flood_then_start(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE|IN_CLOSE_WRITE", SIGNALER]]
     daemon.env_extra["INOTIFIER_EVENT_LOG"] = "1"
     pid = daemon.start()
@@ -341,7 +341,7 @@ def test_kill_9_during_a_flood_then_start(daemon: Daemon, watch_dir: Path) -> No
     assert status.pid == new_pid and status.running
 
 
-def test_sigterm_during_a_flood_flushes_and_exits_0(daemon: Daemon, watch_dir: Path) -> None:
+def test_sigterm_during_a_flood_flushes_and_exits_0(daemon: DaemonProcess, watch_dir: Path) -> None:
     from inotifier.models import EventLog
 
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
@@ -361,7 +361,7 @@ def test_sigterm_during_a_flood_flushes_and_exits_0(daemon: Daemon, watch_dir: P
 
 
 def test_output_files_are_not_followed_and_not_world_writable(
-    daemon: Daemon, watch_dir: Path, tmp_path: Path
+    daemon: DaemonProcess, watch_dir: Path, tmp_path: Path
 ) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     victim = tmp_path / "victim"
@@ -377,7 +377,7 @@ def test_output_files_are_not_followed_and_not_world_writable(
     assert daemon.pid_file.stat().st_mode & 0o022 == 0
 
 
-def test_a_disallowed_row_is_never_imported(daemon: Daemon, watch_dir: Path) -> None:
+def test_a_disallowed_row_is_never_imported(daemon: DaemonProcess, watch_dir: Path) -> None:
     from django.db import connection
 
     marker = watch_dir / "imported"
@@ -400,7 +400,9 @@ def test_a_disallowed_row_is_never_imported(daemon: Daemon, watch_dir: Path) -> 
     assert not marker.exists()
 
 
-def test_hostile_file_names_are_delivered_logged_and_stored_safely(daemon: Daemon, watch_dir: Path) -> None:
+def test_hostile_file_names_are_delivered_logged_and_stored_safely(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     from inotifier.models import EventLog
 
     printed, signalled, failing = watch_dir / "printed", watch_dir / "signalled", watch_dir / "failing"
@@ -448,7 +450,9 @@ def test_hostile_file_names_are_delivered_logged_and_stored_safely(daemon: Daemo
     assert bad.escaped and bad.pathname.endswith("bad-\\xff\\xfe-utf8")
 
 
-def test_database_outage_keeps_watches_logs_once_and_catches_up(daemon: Daemon, watch_dir: Path) -> None:
+def test_database_outage_keeps_watches_logs_once_and_catches_up(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     from django.db import connection
 
     from .pgproxy import TcpProxy

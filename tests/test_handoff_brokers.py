@@ -26,7 +26,7 @@ import pytest
 from inotifier.outbox import OutboxEntry
 from inotifier.states import HandoffState
 
-from .conftest import ROOT, Daemon, wait_for
+from .conftest import ROOT, DaemonProcess, wait_for
 from .task_record import read_records
 
 celery = pytest.importorskip("celery")
@@ -192,7 +192,7 @@ def burst(directory: Path, n: int, during: Any = None, at: int = 0) -> list[str]
     return names
 
 
-def use_celery(daemon: Daemon, broker: str, queue: str, watch: Path) -> None:
+def use_celery(daemon: DaemonProcess, broker: str, queue: str, watch: Path) -> None:
     daemon.watch_paths = [[str(watch), "IN_CLOSE_WRITE", "tests.handoff_tasks.CeleryRecorder"]]
     daemon.env_extra.update(
         {
@@ -208,7 +208,7 @@ def use_celery(daemon: Daemon, broker: str, queue: str, watch: Path) -> None:
 
 
 def test_every_file_of_a_burst_is_processed_with_the_broker_stopped_10_s_in_the_middle(
-    daemon: Daemon, watch_dir: Path, redis_server: RedisServer, worker_for: Any
+    daemon: DaemonProcess, watch_dir: Path, redis_server: RedisServer, worker_for: Any
 ) -> None:
     queue = f"inotifier-{uuid.uuid4().hex[:8]}"
     worker = worker_for(redis_server.url, queue)
@@ -319,7 +319,9 @@ def test_on_rabbitmq_a_message_counts_as_accepted_once_the_broker_confirmed_it()
 
 
 @needs_rabbitmq
-def test_a_worker_on_rabbitmq_processes_every_file(daemon: Daemon, watch_dir: Path, worker_for: Any) -> None:
+def test_a_worker_on_rabbitmq_processes_every_file(
+    daemon: DaemonProcess, watch_dir: Path, worker_for: Any
+) -> None:
     queue = f"inotifier-{uuid.uuid4().hex[:8]}"
     worker = worker_for(RABBITMQ_URL, queue)
     use_celery(daemon, RABBITMQ_URL, queue, watch_dir)
@@ -336,7 +338,7 @@ def test_a_worker_on_rabbitmq_processes_every_file(daemon: Daemon, watch_dir: Pa
 
 
 def test_a_db_worker_runs_every_event_handed_to_the_database_backend(
-    daemon: Daemon, watch_dir: Path, tmp_path: Path
+    daemon: DaemonProcess, watch_dir: Path, tmp_path: Path
 ) -> None:
     from django.conf import settings
 
@@ -387,7 +389,7 @@ def test_a_db_worker_runs_every_event_handed_to_the_database_backend(
 
 
 def test_kill_9_during_a_burst_then_start_with_catch_up_changed_processes_every_file(
-    daemon: Daemon, watch_dir: Path, tmp_path: Path
+    daemon: DaemonProcess, watch_dir: Path, tmp_path: Path
 ) -> None:
     from inotifier.specs import SETTINGS_OPTIONS
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from inotifier.health import Problem, assess
 from inotifier.models import ConfigVersion, DaemonStatus, WatchPath, WatchState, heartbeat_limit
 
-from .conftest import Daemon, wait_for
+from .conftest import DaemonProcess, wait_for
 
 URL = reverse("inotifier:health")
 SIGNALER = "inotifier.event_processors.AllEventsSignaler"
@@ -179,14 +179,14 @@ def test_host_names_with_control_characters_are_escaped(viewer: Client) -> None:
 # -- inotifier_status --json, with the real daemon ----------------------------------------------
 
 
-def status_json(d: Daemon, *args: str) -> tuple[int, dict[str, Any]]:
+def status_json(d: DaemonProcess, *args: str) -> tuple[int, dict[str, Any]]:
     result = d.manage("inotifier_status", "--json", *args)
     assert result.stderr == "", result.stderr
     assert CONTROL.findall(result.stdout) == [], result.stdout  # JSON escapes: terminal-safe
     return result.returncode, json.loads(result.stdout)
 
 
-def test_status_json_with_the_real_daemon(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_json_with_the_real_daemon(daemon: DaemonProcess, watch_dir: Path) -> None:
     hostile = watch_dir / "in\x1b]0;pwned\x07box"
     hostile.mkdir()
     WatchPath.objects.create(path=str(hostile), mask=256, processor=SIGNALER)  # behind the admin's back
@@ -233,7 +233,9 @@ def test_status_json_with_the_real_daemon(daemon: Daemon, watch_dir: Path) -> No
     assert {w["key"]: w["reported_state"] for w in doc["watches"]}["settings:0"] == "active"
 
 
-def test_status_json_trusts_the_pid_file_over_a_recent_heartbeat(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_json_trusts_the_pid_file_over_a_recent_heartbeat(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     daemon.env_extra["INOTIFIER_HOSTNAME"] = "files-1"
     daemon.start()
@@ -249,7 +251,7 @@ def test_status_json_trusts_the_pid_file_over_a_recent_heartbeat(daemon: Daemon,
     assert {w["key"]: w["state"] for w in doc["watches"]}["settings:0"] == "unknown"
 
 
-def test_the_health_view_follows_a_real_daemon(daemon: Daemon, watch_dir: Path) -> None:
+def test_the_health_view_follows_a_real_daemon(daemon: DaemonProcess, watch_dir: Path) -> None:
     user = User.objects.create_superuser("root", "r@example.com", "pw")
     client = Client()
     client.force_login(user)

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from inotifier.masks import BITS
 from inotifier.models import ConfigVersion, DaemonStatus, WatchLease, WatchPath
 
-from .conftest import Daemon, database_url, wait_for
+from .conftest import DaemonProcess, database_url, wait_for
 from .pgproxy import TcpProxy
 
 pytestmark = [
@@ -40,11 +40,11 @@ SLOW_POLL = {"INOTIFIER_POLL_INTERVAL": "60"}
 LEASE = 4.0
 
 
-def seen_under(d: Daemon, directory: Path) -> list[str]:
+def seen_under(d: DaemonProcess, directory: Path) -> list[str]:
     return [p for p in d.record.paths() if p.startswith(f"{directory}/")]
 
 
-def probe(daemons: list[Daemon], directory: Path, timeout: float = 10.0) -> float:
+def probe(daemons: list[DaemonProcess], directory: Path, timeout: float = 10.0) -> float:
     """Create files in ``directory`` until every daemon has reported one; return the seconds it took."""
     started = time.monotonic()
     count = iter(range(1_000_000))
@@ -96,7 +96,7 @@ def writer() -> Iterator[list[Writer]]:
         w.stop()
 
 
-def assert_one_holder_at_a_time(first: Daemon, second: Daemon, directory: Path) -> float:
+def assert_one_holder_at_a_time(first: DaemonProcess, second: DaemonProcess, directory: Path) -> float:
     """Every file is processed by one daemon, and all of ``first``'s before any of ``second``'s.
 
     Return the time (``time.time()``) of ``second``'s first event.
@@ -166,7 +166,7 @@ def test_a_killed_listen_connection_is_replaced_and_the_daemon_catches_up(
 
 def _exclusive_pair(
     fleet: Any, watch_dir: Path, first_env: dict[str, str], lease: float = LEASE
-) -> tuple[Daemon, Daemon, Path]:
+) -> tuple[DaemonProcess, DaemonProcess, Path]:
     shared = watch_dir / "shared"
     shared.mkdir()
     WatchPath.objects.create(path=str(shared), mask=IN_CREATE, processor=SIGNALER, exclusive=True)

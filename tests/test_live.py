@@ -10,7 +10,7 @@ import pytest
 from inotifier.masks import BITS
 from inotifier.models import ConfigVersion, DaemonStatus, WatchPath, WatchState
 
-from .conftest import Daemon, wait_for
+from .conftest import DaemonProcess, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -19,7 +19,7 @@ IN_CREATE = BITS["IN_CREATE"]
 IN_DELETE = BITS["IN_DELETE"]
 
 
-def probe(daemon: Daemon, directory: Path, name: str, timeout: float = 10.0) -> float:
+def probe(daemon: DaemonProcess, directory: Path, name: str, timeout: float = 10.0) -> float:
     """Create ``directory/name`` and return how long until a receiver saw it."""
     started = time.monotonic()
     (directory / name).touch()
@@ -27,7 +27,7 @@ def probe(daemon: Daemon, directory: Path, name: str, timeout: float = 10.0) -> 
     return time.monotonic() - started
 
 
-def keep_probing(daemon: Daemon, directory: Path, prefix: str, timeout: float) -> float:
+def keep_probing(daemon: DaemonProcess, directory: Path, prefix: str, timeout: float) -> float:
     """Touch new files until one is seen; return the seconds it took."""
     started = time.monotonic()
     i = 0
@@ -52,7 +52,9 @@ def state_of(row: WatchPath) -> WatchState | None:
     return WatchState.objects.filter(watch=row).first()
 
 
-def test_row_added_through_the_orm_is_live_within_the_poll_interval(daemon: Daemon, watch_dir: Path) -> None:
+def test_row_added_through_the_orm_is_live_within_the_poll_interval(
+    daemon: DaemonProcess, watch_dir: Path
+) -> None:
     daemon.start()
     row = WatchPath.objects.create(path=str(watch_dir), mask=IN_CREATE, processor=SIGNALER)
     # Poll interval is 0.5 s in these tests: live well within 0.5 s + reconcile time.
@@ -61,7 +63,7 @@ def test_row_added_through_the_orm_is_live_within_the_poll_interval(daemon: Daem
     wait_for(lambda: (s := state_of(row)) is not None and s.state == "active", 5)
 
 
-def test_reload_makes_a_new_row_live_within_a_second(daemon: Daemon, watch_dir: Path) -> None:
+def test_reload_makes_a_new_row_live_within_a_second(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.env_extra["INOTIFIER_POLL_INTERVAL"] = "30"  # only the reload can make it fast
     daemon.start()
     WatchPath.objects.create(path=str(watch_dir), mask=IN_CREATE, processor=SIGNALER)
@@ -74,7 +76,7 @@ def test_reload_makes_a_new_row_live_within_a_second(daemon: Daemon, watch_dir: 
     assert time.monotonic() - started < 1.0 + 1.5  # the command's own start-up included
 
 
-def test_reload_without_a_daemon_still_bumps(daemon: Daemon) -> None:
+def test_reload_without_a_daemon_still_bumps(daemon: DaemonProcess) -> None:
     before = ConfigVersion.current()
     result = daemon.manage("inotifier_reload")
     assert result.returncode == 0
@@ -82,7 +84,7 @@ def test_reload_without_a_daemon_still_bumps(daemon: Daemon) -> None:
     assert ConfigVersion.current() == before + 1
 
 
-def test_disable_delete_mask_change_and_queryset_update(daemon: Daemon, watch_dir: Path) -> None:
+def test_disable_delete_mask_change_and_queryset_update(daemon: DaemonProcess, watch_dir: Path) -> None:
     a, b = watch_dir / "a", watch_dir / "b"
     a.mkdir()
     b.mkdir()
@@ -114,7 +116,7 @@ def test_disable_delete_mask_change_and_queryset_update(daemon: Daemon, watch_di
     assert state_of(row_c) is not None
 
 
-def test_row_for_another_host_is_ignored(daemon: Daemon, watch_dir: Path) -> None:
+def test_row_for_another_host_is_ignored(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.env_extra["INOTIFIER_HOSTNAME"] = "here"
     other = watch_dir / "other"
     other.mkdir()
@@ -128,7 +130,7 @@ def test_row_for_another_host_is_ignored(daemon: Daemon, watch_dir: Path) -> Non
     assert list(WatchState.objects.values_list("host", flat=True).distinct()) == ["here"]
 
 
-def test_bad_rows_are_reported_and_the_others_keep_working(daemon: Daemon, watch_dir: Path) -> None:
+def test_bad_rows_are_reported_and_the_others_keep_working(daemon: DaemonProcess, watch_dir: Path) -> None:
     missing = WatchPath.objects.create(path=str(watch_dir / "later"), mask=IN_CREATE, processor=SIGNALER)
     not_allowed = WatchPath.objects.create(path=str(watch_dir), mask=IN_CREATE, processor="os.system")
     broken = WatchPath.objects.create(
@@ -152,7 +154,7 @@ def test_bad_rows_are_reported_and_the_others_keep_working(daemon: Daemon, watch
     keep_probing(daemon, watch_dir / "later", "inside", timeout=5)
 
 
-def test_status_shows_daemon_and_watches(daemon: Daemon, watch_dir: Path) -> None:
+def test_status_shows_daemon_and_watches(daemon: DaemonProcess, watch_dir: Path) -> None:
     row = WatchPath.objects.create(path=str(watch_dir), mask=IN_CREATE, processor=SIGNALER)
     daemon.watch_paths = [[str(watch_dir), "IN_DELETE", SIGNALER]]
     pid = daemon.start()

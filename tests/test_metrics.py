@@ -23,7 +23,7 @@ from inotifier.daemon.kernel import watch_limit
 from inotifier.escaping import printable
 from tests.testapp.receivers import ListProcessor
 
-from .conftest import ROOT, Daemon, pump, wait_for
+from .conftest import ROOT, DaemonProcess, pump, wait_for
 
 LIST = "tests.testapp.receivers.ListProcessor"
 RAISING = "tests.testapp.receivers.RaisingProcessor"
@@ -386,7 +386,7 @@ def test_good_metrics_settings_pass_the_checks(settings: Any) -> None:
 # -- the real daemon, as a process ---------------------------------------------------------
 
 
-def served_port(daemon: Daemon) -> int:
+def served_port(daemon: DaemonProcess) -> int:
     """Return the port the daemon says it serves its metrics on (INOTIFIER_METRICS_PORT=0)."""
     match = wait_for(
         lambda: re.search(r"metrics served on http://127\.0\.0\.1:(\d+)/metrics", daemon.stderr_text()), 30
@@ -395,7 +395,7 @@ def served_port(daemon: Daemon) -> int:
 
 
 def test_metrics_of_a_running_daemon_match_what_happened(
-    daemon: Daemon, watch_dir: Path, tmp_path: Path
+    daemon: DaemonProcess, watch_dir: Path, tmp_path: Path
 ) -> None:
     from inotifier.models import ConfigVersion, DaemonStatus, EventLog
 

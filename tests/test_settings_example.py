@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, Daemon, Record
+from .conftest import ROOT, DaemonProcess, Record
 
 EXAMPLE = ROOT / "example" / "settings_example.py"
 
 
 @pytest.fixture
-def project(daemon: Daemon, tmp_path: Path) -> Path:
+def project(daemon: DaemonProcess, tmp_path: Path) -> Path:
     """A copy of the example in a directory of its own, and the daemon runner set up to use it."""
     project = Path(os.path.realpath(tmp_path)) / "project"
     project.mkdir()
@@ -31,7 +31,7 @@ def project(daemon: Daemon, tmp_path: Path) -> Path:
     return project
 
 
-def test_the_example_passes_manage_py_check(daemon: Daemon, project: Path) -> None:
+def test_the_example_passes_manage_py_check(daemon: DaemonProcess, project: Path) -> None:
     result = daemon.manage("check")
     assert result.returncode == 0, result.stderr
     hint = "\tHINT: Create the directory, or remove the entry."
@@ -59,7 +59,9 @@ def test_the_example_passes_manage_py_check(daemon: Daemon, project: Path) -> No
     )
 
 
-def test_a_daemon_started_with_the_example_delivers(daemon: Daemon, project: Path, record: Record) -> None:
+def test_a_daemon_started_with_the_example_delivers(
+    daemon: DaemonProcess, project: Path, record: Record
+) -> None:
     for name in ("incoming", "busy_dir", "uploads"):
         (project / name).mkdir()
     pid = daemon.start()

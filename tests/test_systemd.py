@@ -20,7 +20,7 @@ import pytest
 
 from inotifier.daemon.process import SdNotifier
 
-from .conftest import ROOT, Daemon, wait_for
+from .conftest import ROOT, DaemonProcess, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -135,7 +135,7 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_sd_notify_ready_reloading_stopping(
-    daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket
+    daemon: DaemonProcess, watch_dir: Path, notify_socket: NotifySocket
 ) -> None:
     """Run the unit file's ExecStart and ExecReload against a fake systemd."""
     service = unit_file()["Service"]
@@ -199,7 +199,9 @@ def test_sd_notify_ready_reloading_stopping(
     assert not daemon.pid_file.exists()
 
 
-def test_foreground_survives_sigusr1(daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket) -> None:
+def test_foreground_survives_sigusr1(
+    daemon: DaemonProcess, watch_dir: Path, notify_socket: NotifySocket
+) -> None:
     # A logrotate postrotate that sends SIGUSR1 must never kill a foreground daemon
     # (SIGUSR1's default action is to terminate).
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
@@ -239,7 +241,7 @@ def test_sd_notifier_abstract_socket_and_unreachable_socket(
     assert "sd_notify 'READY=1' failed" in caplog.text
 
 
-def rotate(daemon: Daemon) -> None:
+def rotate(daemon: DaemonProcess) -> None:
     """Rotate the daemon's output files as docs/inotifier.logrotate says (logrotate if here)."""
     config = LOGROTATE_FILE.read_text()
     config = config.replace("/var/log/inotifier/*.log", f"{daemon.tmp}/*.log")
@@ -266,7 +268,7 @@ def rotate(daemon: Daemon) -> None:
     subprocess.run(["sh", "-c", script], check=True, timeout=30)
 
 
-def test_sigusr1_reopens_output_files_for_logrotate(daemon: Daemon, watch_dir: Path) -> None:
+def test_sigusr1_reopens_output_files_for_logrotate(daemon: DaemonProcess, watch_dir: Path) -> None:
     daemon.stdout_file = daemon.tmp / "stdout.log"
     daemon.stderr_file = daemon.tmp / "stderr.log"
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", PRINTER]]
@@ -305,7 +307,7 @@ def make_tree(top: Path, dirs: int, per_dir: int = 500) -> None:
             (parent / f"s{j:03d}").mkdir()
 
 
-def test_progress_of_a_large_tree_in_log_and_status(daemon: Daemon, watch_dir: Path) -> None:
+def test_progress_of_a_large_tree_in_log_and_status(daemon: DaemonProcess, watch_dir: Path) -> None:
     # 25 000 directories under the watched one: progress is reported at 10 000 and 20 000.
     started = time.monotonic()
     make_tree(watch_dir, 25_000)
@@ -358,7 +360,7 @@ def test_progress_of_a_large_tree_in_log_and_status(daemon: Daemon, watch_dir: P
 
 
 def watched_daemon(
-    daemon: Daemon, notify_socket: NotifySocket, watchdog_pid: str = "$$"
+    daemon: DaemonProcess, notify_socket: NotifySocket, watchdog_pid: str = "$$"
 ) -> subprocess.Popen[str]:
     """Start the daemon in the foreground as systemd would with WatchdogSec=0.4s.
 
@@ -395,7 +397,7 @@ def pings(notify_socket: NotifySocket, seconds: float) -> list[float]:
 
 
 def test_the_loop_pings_the_watchdog_and_stops_when_it_is_stuck(
-    daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket
+    daemon: DaemonProcess, watch_dir: Path, notify_socket: NotifySocket
 ) -> None:
     stuck = watch_dir / "stuck"
     stuck.mkdir()
@@ -423,7 +425,7 @@ def test_the_loop_pings_the_watchdog_and_stops_when_it_is_stuck(
 
 
 def test_no_watchdog_ping_when_systemd_watches_another_process(
-    daemon: Daemon, watch_dir: Path, notify_socket: NotifySocket
+    daemon: DaemonProcess, watch_dir: Path, notify_socket: NotifySocket
 ) -> None:
     daemon.watch_paths = [[str(watch_dir), "IN_CREATE", SIGNALER]]
     proc = watched_daemon(daemon, notify_socket, watchdog_pid="1")
