@@ -161,6 +161,27 @@ def test_a_killed_listen_connection_is_replaced_and_the_daemon_catches_up(
     assert probe([d], other) < 10
 
 
+def test_a_daemon_keeps_its_database_connection_between_polls(fleet: Any, watch_dir: Path) -> None:
+    # The test settings leave CONN_MAX_AGE at Django's default, 0: a daemon that honoured it
+    # literally would start a new backend at every poll (here ten a second), most of what a
+    # change takes to go live on a busy host (bench/hosts.py: p95 121 ms -> 49 ms, 5 daemons).
+    d = fleet("files-1", INOTIFIER_POLL_INTERVAL="0.1")
+    d.start()
+    WatchPath.objects.create(path=str(watch_dir), mask=IN_CREATE, processor=SIGNALER)
+    assert probe([d], watch_dir) < 10
+    seen: set[tuple[int, object]] = set()
+    deadline = time.monotonic() + 3.0  # about 30 polls
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND application_name NOT LIKE 'inotifier-listen%%'"
+            )
+            seen.update(cursor.fetchall())
+        time.sleep(0.05)
+    assert 1 <= len(seen) <= 3, f"{len(seen)} backends for about 30 polls"
+
+
 # -- 2. one holder for a shared watch -----------------------------------------------------
 
 

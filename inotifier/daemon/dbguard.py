@@ -17,6 +17,8 @@ T = TypeVar("T")
 #: First retry after a failure, and the longest wait between two retries (seconds).
 RETRY_FIRST = 1.0
 RETRY_CAP = 30.0
+#: Seconds a daemon reuses a database connection when the project's CONN_MAX_AGE is 0.
+DAEMON_CONN_MAX_AGE = 60.0
 
 
 class Backoff:
@@ -52,6 +54,28 @@ class Backoff:
         lasted = time.monotonic() - self.since
         self.since = None
         return lasted
+
+
+def keep_connections(max_age: float = DAEMON_CONN_MAX_AGE) -> list[str]:
+    """Let this process reuse its database connections: return the aliases changed.
+
+    Django's default ``CONN_MAX_AGE = 0`` closes a connection at the end of each
+    request. A daemon has no requests: with it, every poll (each 2 s) and every
+    reconcile would open a new connection (a backend started with cold caches),
+    which is most of the time a change takes to go live on a busy host. A
+    connection whose CONN_MAX_AGE is 0 is therefore kept ``max_age`` seconds,
+    with Django's health check before reuse; a CONN_MAX_AGE the project chose
+    (None or a number of seconds) is left as it is. Called by the daemon's
+    process only (``inotifier_start``), never in a web process.
+    """
+    changed = []
+    for alias in connections:
+        entry = connections.settings[alias]
+        if entry.get("CONN_MAX_AGE", 0) == 0:
+            entry["CONN_MAX_AGE"] = max_age
+            entry["CONN_HEALTH_CHECKS"] = True
+            changed.append(alias)
+    return changed
 
 
 def refresh_connection() -> None:

@@ -130,7 +130,7 @@ class DesiredState:
             self.row_specs.clear()
         self.version_read = None
         if self.guard is not None:
-            # One unit of work (one connection) for both: with CONN_MAX_AGE = 0 each unit connects anew.
+            # One unit of work (one connection) for both (see dbguard.keep_connections).
             done, read = self.guard.call(self._read_version_and_rows, force=True)
             if done and read is not None:
                 self.version_read, self._rows = read

@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from ..conf import app_settings
 from ..escaping import get_logger
+from .dbguard import keep_connections
 from .pidfile import AlreadyRunning, PidFile, PidFileError, running_pid
 from .runner import Daemon
 
@@ -95,6 +96,7 @@ def run_foreground(verbosity: int = 1, ready: Callable[[Daemon], None] | None = 
     configure_logging(verbosity)
     pidfile = PidFile(app_settings.pid_file)
     pidfile.acquire()
+    keep_connections()
     try:
         daemon = Daemon(
             on_ready=ready, notify=SdNotifier(), on_reopen=_reopener(None, None), watchdog=watchdog_interval()
@@ -243,6 +245,7 @@ def _daemon_main(write_fd: int, stdout_path: str | None, stderr_path: str | None
             os.close(fd)
 
     code = 1
+    keep_connections()
     try:
         notify = SdNotifier()
         code = Daemon(on_ready=ready, notify=notify, on_reopen=reopen, watchdog=watchdog_interval()).run()
