@@ -26,9 +26,9 @@ demo:
 test: $(VENV)/.installed
 	./scripts/test $(PY)
 
-## The unit tests alone (SQLite; no daemon process, no browser): under a minute.
+## The unit tests alone (SQLite; no daemon process, no browser), on every core: under a minute.
 test-fast: $(VENV)/.installed
-	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -q -m "not daemon and not browser"
+	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -q -n auto -m "not daemon and not browser"
 
 ## ruff (lint and format), mypy and the architecture contracts (import-linter, see pyproject.toml).
 lint: $(VENV)/.installed
