@@ -497,6 +497,36 @@ def test_stop_writes_what_the_loop_appended(outbox_daemon: Any, watch_dir: Path)
     assert handoff.current() is not d.handoff.buffer  # no longer installed
 
 
+def test_the_outbox_is_in_the_metrics(outbox_daemon: Any, watch_dir: Path) -> None:
+    from .test_metrics import scrape, value
+
+    write_rows([pending("/srv/in/other-host")])  # another host's row: not this daemon's figure
+    d = outbox_daemon(
+        [(str(watch_dir), "IN_CLOSE_WRITE", RECORDER)],
+        INOTIFIER_OUTBOX_DISPATCH=False,
+        INOTIFIER_METRICS_PORT=0,
+        INOTIFIER_POLL_INTERVAL=0.1,
+    )
+    for i in range(3):
+        (watch_dir / f"f{i}").write_text("x")
+    pump(d, lambda: OutboxEntry.objects.filter(host="testhost").count() == 3, timeout=30)
+    first = OutboxEntry.objects.filter(host="testhost").order_by("id")[0]
+    OutboxEntry.objects.filter(pk=first.pk).update(state=HandoffState.DEAD, last_error="no such task")
+
+    def figures() -> Any:
+        d.tick(timeout=0.02)  # a sample every poll interval
+        samples = scrape(d.monitor.exporter.port)
+        return samples if value(samples, "inotifier_outbox_rows", state="dead") == 1 else None
+
+    samples = wait_for(figures, 10, interval=0)
+    assert value(samples, "inotifier_outbox_rows", state="pending", host="testhost") == 2
+    assert value(samples, "inotifier_outbox_rows", state="failed") == 0
+    assert value(samples, "inotifier_outbox_rows_written_total") == 3
+    assert value(samples, "inotifier_outbox_handed_off_total") == 0
+    age = value(samples, "inotifier_outbox_oldest_pending_age_seconds")
+    assert age is not None and 0 <= age < 60
+
+
 # -- a database outage under the real daemon (PostgreSQL through a proxy the test cuts) -------------
 
 needs_postgres = pytest.mark.skipif(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -505,6 +506,10 @@ def test_the_docs_name_every_metric_and_only_those(tmp_path: Path) -> None:
         log=LogFigures(1, 0, 0, 0, 0, 0),
         watches=(WatchFigures("settings:0", "/srv/in", "active", ((256, 2),), 1),),
     )
+    from inotifier.daemon.handoff import outbox_families
+
+    # With the families the outbox adds once a TaskDispatcher started it.
+    sample = dataclasses.replace(sample, extra=tuple(outbox_families(3, 2, ({"pending": 1}, time.time()))))
     exposition = Exposition("files-1")
     exposition.sample = sample
     exported = {name for name in parse(exposition.text().decode()) if name.startswith("inotifier_")}

@@ -135,6 +135,9 @@ class Daemon:
         self.dispatcher = Dispatcher(self.reader, self.watchset, self.on_overflow)
         parts = (self.watchset, self.reader, self.status, self.desired, self.guard, self.event_log)
         self.monitor = Monitor(Sampler(*parts), metrics, self.hostname, self.hooks)
+        handoff = self.handoff
+        if handoff is not None:
+            self.monitor.sources.append(lambda: handoff.families(self.hostname, self.guard))
         if self.install_signal_handlers:
             # Handlers only set flags; the wake-up fd makes select() return at once,
             # so a signal is seen within milliseconds even with no file event.
