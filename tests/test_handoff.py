@@ -251,11 +251,14 @@ def test_pending_since_is_the_oldest_event_accepted_and_not_yet_committed(transa
 
 def test_a_full_buffer_makes_the_processor_wait_for_the_writer(transactional_db: Any, caplog: Any) -> None:
     buffer = OutboxBuffer(5)
-    writer = OutboxWriter(buffer, OutboxConfig(interval=0.5))
+    # A writer that writes only when woken: a full buffer must wake it (on a loaded machine an
+    # interval of its own could write the first five before the sixth comes, and nothing waits).
+    writer = OutboxWriter(buffer, OutboxConfig(interval=3600))
     processor = handoff_tasks.DjangoRecorder()
     processor._sink = buffer
     for i in range(5):
         processor(event(f"/srv/in/{i}"))
+    buffer.wake.clear()  # the five appends asked for a write; the writer is not running yet
     writer.start()
     try:
         started = time.monotonic()
