@@ -6,6 +6,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Generator, Iterator
+from itertools import islice
 from typing import TYPE_CHECKING, TypeAlias
 
 from .. import signals as inotifier_signals
@@ -55,96 +56,120 @@ class Scan:
         if not watch.where[1]:
             os.close(fd)
             return  # a watched file, not a directory: nothing below it to catch up
-        # One level per open directory: (fd, path, its entries, wd).
-        stack: list[tuple[int, str, Listing, int]] = []
+        stack: list[Level] = []
         try:
-            stack.append((fd, watch.root, os.scandir(fd), watch.paths.get(watch.root, -1)))
+            stack.append(Level(fd, watch.root, os.scandir(fd), watch.paths.get(watch.root, -1)))
         except OSError:
             os.close(fd)
             return
         try:
             yield from self._walk(stack)
         finally:
-            for dfd, _path, entries, _wd in stack:
-                entries.close()
-                os.close(dfd)
+            for level in stack:
+                level.close()
 
-    def _walk(self, stack: list[tuple[int, str, Listing, int]]) -> Iterator[None]:
+    def _walk(self, stack: list[Level]) -> Iterator[None]:
         watch = self.watch
         spec = watch.spec
         everything = self.since is None
         since = self.since or 0.0
-        wanted = spec.mask
-        closes = bool(wanted & IN_CLOSE_WRITE)
+        closes = bool(spec.mask & IN_CLOSE_WRITE)
         # IN_CREATE when asked for, or when nothing else would say the entry is there.
-        creates = bool(wanted & IN_CREATE) or not closes
-        recursive = spec.recursive
+        creates = bool(spec.mask & IN_CREATE) or not closes
         excludes = spec.excludes
-        paths = watch.paths
         deliver = watch.deliver
-        opener = os.open
-        scandir = os.scandir
-        n = 0
         # The hot loop of a catch-up (bench/catchup.py, target <= 2x find -newer): d_type
         # decides directories without a stat, "all" stats nothing, "changed" one fstatat
-        # per entry (DirEntry.stat on a descriptor's listing).
+        # per entry (DirEntry.stat on a descriptor's listing); the loop gets the hand back
+        # every STEP_ENTRIES entries, with no per-entry counter.
         while stack:
-            dfd, dpath, entries, wd = stack[-1]
-            for entry in entries:
-                n += 1
-                if not n % STEP_ENTRIES:
-                    yield
+            level = stack[-1]
+            entries = level.entries
+            if entries is None:  # listed: on to its next subdirectory, or back up
+                if level.subdirs and len(stack) < MAX_DEPTH:
+                    self._descend(stack, level, level.subdirs.pop())
+                else:
+                    stack.pop()
+                    level.close()
+                continue
+            dpath, wd = level.path, level.wd
+            batch = list(islice(entries, STEP_ENTRIES))
+            for entry in batch:
                 try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if entry.is_dir(follow_symlinks=False):
+                        self._dir(level, entry, everything, since, creates)
+                        continue
                     if not everything:
                         st = entry.stat(follow_symlinks=False)
-                        changed = st.st_ctime >= since or st.st_mtime >= since
-                    else:
-                        changed = True
+                        if st.st_ctime < since and st.st_mtime < since:
+                            continue
+                    is_file = closes and entry.is_file(follow_symlinks=False)
                 except OSError:
                     continue  # gone since it was listed
                 name = entry.name
-                if is_dir:
-                    pathname = dpath + "/" + name
-                    if excludes and is_excluded(pathname, excludes):
-                        continue
-                    if changed and creates:
-                        self.count += 1
-                        deliver(wd, IN_CREATE | IN_ISDIR, 0, name, dpath, pathname, True)
-                    # Only into directories the watch holds: excludes honoured, a bind-mount
-                    # loop watched once; opened below its parent, never through a link.
-                    if recursive and pathname in paths and len(stack) < MAX_DEPTH:
-                        try:
-                            cfd = opener(name, O_SUBDIR, dir_fd=dfd)
-                        except OSError:
-                            continue  # gone, or swapped for a link: never followed
-                        try:
-                            stack.append((cfd, pathname, scandir(cfd), paths.get(pathname, -1)))
-                        except OSError:
-                            os.close(cfd)
-                            continue
-                        break
-                    continue
-                if not changed:
-                    continue
                 pathname = dpath + "/" + name
                 if excludes and is_excluded(pathname, excludes):
                     continue
                 if creates:
                     self.count += 1
                     deliver(wd, IN_CREATE, 0, name, dpath, pathname, True)
-                if closes:
-                    try:
-                        is_file = entry.is_file(follow_symlinks=False)
-                    except OSError:
-                        is_file = False
-                    if is_file:
-                        self.count += 1
-                        deliver(wd, IN_CLOSE_WRITE, 0, name, dpath, pathname, True)
-            else:
-                stack.pop()
+                if is_file:
+                    self.count += 1
+                    deliver(wd, IN_CLOSE_WRITE, 0, name, dpath, pathname, True)
+            if len(batch) < STEP_ENTRIES:
                 entries.close()
-                os.close(dfd)
+                level.entries = None
+            yield
+
+    def _dir(
+        self, level: Level, entry: os.DirEntry[str], everything: bool, since: float, creates: bool
+    ) -> None:
+        """A directory in a listing: delivered if it changed; descended into if the watch holds it."""
+        name = entry.name
+        pathname = level.path + "/" + name
+        watch = self.watch
+        if watch.cfg.excludes and is_excluded(pathname, watch.cfg.excludes):
+            return
+        if creates:
+            st = None if everything else entry.stat(follow_symlinks=False)
+            if st is None or st.st_ctime >= since or st.st_mtime >= since:
+                self.count += 1
+                watch.deliver(level.wd, IN_CREATE | IN_ISDIR, 0, name, level.path, pathname, True)
+        # Only into directories the watch holds: excludes honoured, a bind-mount loop
+        # watched once.
+        if watch.spec.recursive and pathname in watch.paths:
+            level.subdirs.append(name)
+
+    def _descend(self, stack: list[Level], level: Level, name: str) -> None:
+        """Open ``name`` below ``level`` (never through a link) and list it next."""
+        try:
+            fd = os.open(name, O_SUBDIR, dir_fd=level.fd)
+        except OSError:
+            return  # gone, or swapped for a link since it was listed: never followed
+        path = level.path + "/" + name
+        try:
+            stack.append(Level(fd, path, os.scandir(fd), self.watch.paths.get(path, -1)))
+        except OSError:
+            os.close(fd)
+
+
+class Level:
+    """One open directory of a scan: its descriptor, its listing, the subdirectories to visit."""
+
+    __slots__ = ("entries", "fd", "path", "subdirs", "wd")
+
+    def __init__(self, fd: int, path: str, entries: Listing, wd: int) -> None:
+        self.fd = fd
+        self.path = path
+        self.entries: Listing | None = entries
+        self.wd = wd
+        self.subdirs: list[str] = []
+
+    def close(self) -> None:
+        if self.entries is not None:
+            self.entries.close()
+            self.entries = None
+        os.close(self.fd)
 
 
 class CatchUp:
