@@ -157,7 +157,10 @@ def test_all_only_the_close_write_a_mask_asks_for(in_process: Any, watch_dir: Pa
 # -- "changed" and the watermark -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("lister", ["find", "python"])
 def test_changed_delivers_what_changed_since_the_mark_a_file_moved_in_too(
+    lister: str,
+    monkeypatch: pytest.MonkeyPatch,
     transactional_db: Any,
     in_process: Any,
     watch_dir: Path,
@@ -173,11 +176,14 @@ def test_changed_delivers_what_changed_since_the_mark_a_file_moved_in_too(
     time.sleep(0.05)
     (top / "sub" / "deep" / "new.txt").write_text("n")
     (top / "skip" / "new.txt").write_text("n")  # excluded
+    (tmp_path / "outside" / "new.txt").write_text("n")  # behind the link top/out: never followed
     (top / "a.txt").write_text("modified")
     old = watch_dir / "old.txt"
     old.write_text("o")
     os.utime(old, (946684800, 946684800))  # 2000-01-01: its mtime is older than the mark
     os.rename(old, top / "sub" / "moved-in.txt")
+    if lister == "python":  # where find(1) is not installed: the scan lists the tree itself
+        monkeypatch.setattr("inotifier.daemon.catchup.FIND", None)
     daemon = in_process([entry(top, "changed", recursive=True, exclude=["skip"])], use_database=True)
     pump(daemon, lambda: rescans)
     t = str(top)
@@ -329,3 +335,36 @@ def test_files_written_while_the_daemon_was_stopped_are_delivered_at_the_next_st
     wait_for(lambda: {str(n) for n in names} <= set(daemon.record.paths()), 20)
     assert str(watch_dir / "before.txt") not in daemon.record.paths()
     assert daemon.stop().returncode == 0
+
+
+def test_an_exclusive_watch_taken_over_starts_from_the_newest_mark_of_any_host(
+    transactional_db: Any,
+    settings: Any,
+    in_process: Any,
+    watch_dir: Path,
+    seen: list[Any],
+    rescans: list[dict[str, Any]],
+) -> None:
+    from inotifier.masks import BITS
+    from inotifier.models import WatchPath
+
+    (watch_dir / "handled-by-the-old-holder.txt").write_text("x")
+    time.sleep(0.05)
+    mark = time.time()
+    time.sleep(0.05)
+    (watch_dir / "missed-meanwhile.txt").write_text("y")
+    settings.INOTIFIER_PROCESSORS = [LIST]
+    daemon = in_process([], use_database=True, hostname="files-2")
+    pump(daemon, lambda: daemon.watchset.catchup.started)
+    row = WatchPath.objects.create(
+        path=str(watch_dir), mask=BITS["IN_CLOSE_WRITE"], processor=LIST, exclusive=True, catch_up="changed"
+    )
+    old = datetime.fromtimestamp(mark - 50, UTC)
+    Watermark.objects.create(host="files-0", key=f"row:{row.pk}", path=str(watch_dir), mark=old)
+    Watermark.objects.create(
+        host="files-1", key=f"row:{row.pk}", path=str(watch_dir), mark=datetime.fromtimestamp(mark, UTC)
+    )
+    daemon.reconcile()
+    pump(daemon, lambda: rescans)
+    assert rescans[0]["reason"] == "added"
+    assert delivered(seen) == {(f"{watch_dir}/missed-meanwhile.txt", "IN_CLOSE_WRITE")}
