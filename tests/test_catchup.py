@@ -368,3 +368,20 @@ def test_an_exclusive_watch_taken_over_starts_from_the_newest_mark_of_any_host(
     pump(daemon, lambda: rescans)
     assert rescans[0]["reason"] == "added"
     assert delivered(seen) == {(f"{watch_dir}/missed-meanwhile.txt", "IN_CLOSE_WRITE")}
+
+
+def test_the_admin_lists_watermarks_read_only_and_escaped(admin_client: Any) -> None:
+    from django.urls import reverse
+
+    Watermark.objects.create(
+        host="files-1", key="row:7", path="/srv/in/<b>x</b>\x1b[31m", mark=datetime.fromtimestamp(1.8e9, UTC)
+    )
+    page = admin_client.get(reverse("admin:inotifier_watermark_changelist"))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "files-1" in text and "row:7" in text
+    assert "<b>x</b>" not in text and "\x1b" not in text
+    assert admin_client.get(reverse("admin:inotifier_watermark_add")).status_code == 403
+    mark = Watermark.objects.get()
+    admin_client.post(reverse("admin:inotifier_watermark_change", args=[mark.pk]), {"key": "row:8"})
+    assert Watermark.objects.get().key == "row:7"

@@ -161,6 +161,8 @@ class WatchSet:
             if watch.health.retry is Kind.NO_SPACE and watch.processor is not None:
                 watch.stop(self.table)
                 watch.start(self.table)
+                if watch.state == State.ACTIVE:
+                    self.catchup.arm(watch, "added")  # watched at last: what it missed meanwhile
 
     def rescan(self) -> None:
         """Find what changed while events were lost (overflow).
