@@ -385,3 +385,21 @@ def test_the_admin_lists_watermarks_read_only_and_escaped(admin_client: Any) -> 
     mark = Watermark.objects.get()
     admin_client.post(reverse("admin:inotifier_watermark_change", args=[mark.pk]), {"key": "row:8"})
     assert Watermark.objects.get().key == "row:7"
+
+
+def test_the_mark_stays_where_a_running_catch_up_started_from(
+    transactional_db: Any, in_process: Any, watch_dir: Path, rescans: list[dict[str, Any]]
+) -> None:
+    seed = time.time() - 60
+    store_mark(watch_dir, seed)
+    (watch_dir / "f.txt").write_text("x")
+    daemon = in_process([entry(watch_dir, "changed")], use_database=True)
+    marks = daemon.watchset.catchup.marks
+    watch = daemon.watches["settings:0"]
+    assert daemon.watchset.catchup.scans  # armed at the start, not stepped yet
+    marks.drained(time.time())
+    time.sleep(0.01)
+    assert marks.current(watch) == pytest.approx(seed)  # frozen: the scan has not delivered yet
+    pump(daemon, lambda: rescans)
+    idle(daemon)
+    assert marks.current(watch) > seed + 50  # caught up: it moves on
