@@ -143,6 +143,8 @@ def test_all_delivers_every_entry_at_start_plain_and_recursive_with_excludes_nev
     live = [e for e in seen if e.pathname.endswith("live.txt")]
     assert not any(getattr(e, "synthetic", False) for e in live)
     assert daemon.watchset.rescans + daemon.watchset.catchup.done >= 2
+    sample = daemon.monitor.sampler.take()
+    assert sample.catchup_events == 14 and sample.rescans >= 2  # inotifier_catchup_events_total
 
 
 def test_all_only_the_close_write_a_mask_asks_for(in_process: Any, watch_dir: Path, seen: list[Any]) -> None:

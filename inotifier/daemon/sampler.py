@@ -96,6 +96,7 @@ class Sampler:
             log=self._log_figures(),
             watches=self._watch_figures(),
             extra=extra,
+            catchup_events=self.watches.catchup.delivered,
         )
 
     def _watch_figures(self) -> tuple[WatchFigures, ...]:
