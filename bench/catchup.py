@@ -12,7 +12,8 @@ times, alternating, in fresh rounds:
   to a processor that counts);
 - ``find DIR`` and a catch-up ``"all"``;
 - the catch-up ``"changed"`` again while a writer creates files in another
-  watched directory: the rate of live events that watch got during the scan.
+  watched directory: the rate of live events that watch got during the scan,
+  and for comparison during 2 s without a scan.
 
 Prints the medians, the ratios (target: "changed" at most 2x ``find -newer``),
 and the growth of the peak RSS during the scans (streamed: it does not grow
@@ -163,6 +164,11 @@ def main() -> int:
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(live), str(stop)])
         try:
             time.sleep(0.3)
+            Counter.counts["live"] = 0
+            end = time.perf_counter() + 2.0
+            while time.perf_counter() < end:  # the live rate without a scan, as a baseline
+                daemon.tick(timeout=0.01)
+            baseline = Counter.counts["live"] / 2.0
             live_seconds, _n, live_events = scan(daemon, tree, since)
         finally:
             stop.touch()
@@ -182,7 +188,7 @@ def main() -> int:
         print(
             f'catch-up "changed" with live events of another watch: {live_seconds:.3f} s '
             f"({live_seconds / med['changed']:.2f}x alone); the other watch got {live_events} events, "
-            f"{live_events / live_seconds:.0f}/s during the scan"
+            f"{live_events / live_seconds:.0f}/s during the scan ({baseline:.0f}/s without a scan)"
         )
         print(f"peak RSS growth during the scans: {(rss1 - rss0) / 1024:.1f} MiB (ru_maxrss)")
     finally:
