@@ -72,6 +72,9 @@ class Scan:
             yield from self._deliver_found(finder)
         finally:
             finder.close()
+        if finder.failed:
+            logger.warning("catch-up of %s: %s cannot list it; listing it here", watch.root, finder.program)
+            yield from self._run()
 
     def _deliver_found(self, finder: Finder) -> Iterator[None]:
         watch = self.watch

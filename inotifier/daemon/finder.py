@@ -34,6 +34,7 @@ class Finder:
 
     def __init__(self, fd: int, since: float, recursive: bool) -> None:
         assert FIND is not None
+        self.program = FIND
         stamp = f"@{since - 1e-6:.6f}"  # find's -newer is strict: at or after the mark
         args = [FIND, "-P", f"/proc/self/fd/{fd}/", "-mindepth", "1"]
         if not recursive:
@@ -55,6 +56,10 @@ class Finder:
         except OSError:
             pass  # above /proc/sys/fs/pipe-max-size for an unprivileged process: the default
         self._tail = b""
+        #: True once it ended in error without printing anything: not a find that can do this
+        #: (busybox's has no -newermt / -printf); the caller lists the tree itself.
+        self.failed = False
+        self._printed = False
 
     def read(self, timeout: float) -> list[bytes] | None:
         """Return the entries that arrived within ``timeout`` seconds ([] if none yet), None at the end."""
@@ -68,13 +73,16 @@ class Finder:
         if not data:
             self._finish()
             return None
+        self._printed = True
         parts = (self._tail + data).split(b"\0")
         self._tail = parts.pop()
         return parts
 
     def _finish(self) -> None:
         code = self.proc.wait()
-        if code:
+        if code and not self._printed:
+            self.failed = True
+        elif code:
             # A subdirectory it could not read (permissions), or one gone meanwhile.
             logger.warning("catch-up: find exited with status %d; some entries may be missing", code)
 
