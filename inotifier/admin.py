@@ -20,11 +20,12 @@ from .conf import app_settings
 from .eventlog_admin import EventLogAdmin
 from .forms import WatchPathForm
 from .masks import describe_mask
-from .models import ConfigVersion, DaemonStatus, EventLog, WatchPath, WatchState
+from .models import ConfigVersion, DaemonStatus, EventLog, WatchPath, WatchState, Watermark
 from .outbox import OutboxEntry
 from .outbox_admin import OutboxEntryAdmin
 from .specs import settings_specs
 from .states import UNKNOWN, UNKNOWN_LABEL, State
+from .watermark_admin import WatermarkAdmin
 
 STATE_COLORS = {
     State.ACTIVE.value: "#1a7f37",
@@ -503,3 +504,4 @@ class DaemonStatusAdmin(OwnFiltersOnly):
 
 admin.site.register(EventLog, EventLogAdmin)
 admin.site.register(OutboxEntry, OutboxEntryAdmin)
+admin.site.register(Watermark, WatermarkAdmin)

@@ -35,13 +35,14 @@ class Dispatcher:
 
     def has_work(self) -> bool:
         """Return True when events wait, read or routed."""
-        return bool(self.reader.chunks or self.watches.ready)
+        return bool(self.reader.chunks or self.watches.ready or self.watches.catchup.scans)
 
     def process(self, deadline: float) -> int:
         """Process buffered events until there are none or ``deadline`` passes; return how many."""
         reader = self.reader
         watches = self.watches
         count = 0
+        catchup = watches.catchup
         while True:
             chunk = reader.take_many(ROUTE_BYTES) if watches.queued < ROUTE_LOW_WATER else None
             if chunk is not None:
@@ -52,6 +53,16 @@ class Dispatcher:
                 count += self._run_turns(deadline)
             if time.monotonic() >= deadline:
                 break
+        drained = time.time()
+        if not reader.chunks and not watches.ready:
+            # Every event read until now was handed to its processor: a watermark candidate.
+            stopped = reader.stopped_at
+            catchup.marks.drained(drained if stopped is None else min(drained, stopped))
+        if catchup.scans and reader.stopped_at is None:
+            # Live events first; a scan still gets a turn when they use up the slice.
+            catchup.step(max(deadline, time.monotonic() + TURN_SECONDS))
+        elif not catchup.started:
+            catchup.started = True  # the start's watches are in place: later adds are "added"
         return count
 
     def _route(self, chunk: bytes) -> None:

@@ -103,6 +103,11 @@ def families(sample: Sample, host: str) -> Iterator[Metric]:
     yield counter(
         "inotifier_rescans", "Scans of the watched trees for changes no event reported.", sample.rescans
     )
+    yield counter(
+        "inotifier_catchup_events",
+        "Events the catch-ups delivered (synthetic: what changed while no watch saw it).",
+        sample.catchup_events,
+    )
     timing = sample.reconciles
     reconciles = HistogramMetricFamily(
         "inotifier_reconcile_duration_seconds",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -47,6 +48,8 @@ class Reader(threading.Thread):
         self._space.set()
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stopping = False
+        #: time.time() when stop() was called: what the kernel queued later is never read.
+        self.stopped_at: float | None = None
 
     def run(self) -> None:
         fd = self.fd
@@ -128,6 +131,8 @@ class Reader(threading.Thread):
 
     def stop(self) -> None:
         """Ask the thread to finish and wait for it."""
+        if self.stopped_at is None:
+            self.stopped_at = time.time()
         self._stopping = True
         self._space.set()
         try:

@@ -30,6 +30,7 @@ from .table import WatchTable
 from .wakeup import Deadlines, Waker
 from .watches import ActiveWatch
 from .watchset import SetHooks, WatchSet
+from .watermarks import Watermarks
 
 logger = get_logger("inotifier.daemon")
 
@@ -130,7 +131,8 @@ class Daemon:
             root_gone=lambda: self.deadlines.soon("missing"),
             removed=lambda watch: self.status.removed(watch),
         )
-        self.watchset = WatchSet(inotify, self.desired.processor, self.event_log, hooks)
+        marks = Watermarks(self.hostname, self.guard)  # catch_up="changed" starts from them
+        self.watchset = WatchSet(inotify, self.desired.processor, self.event_log, hooks, marks)
         self.status = StatusReporter(self.hostname, self.guard, self.watchset, self.reader, self.event_log)
         self.dispatcher = Dispatcher(self.reader, self.watchset, self.on_overflow)
         parts = (self.watchset, self.reader, self.status, self.desired, self.guard, self.event_log)

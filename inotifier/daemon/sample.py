@@ -130,3 +130,4 @@ class Sample:
     log: LogFigures | None  # None: the event log is off
     watches: tuple[WatchFigures, ...]
     extra: tuple[Family, ...] = ()
+    catchup_events: int = 0  # synthetic events the catch-ups delivered

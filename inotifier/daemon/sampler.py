@@ -91,11 +91,12 @@ class Sampler:
             kernel=KernelFigures(self.watches.kernel_watches(), self.budget.name, self.budget.limit),
             queue=QueueFigures(reader.buffered, reader.peak, reader.max_bytes, self.watches.queued),
             overflows=status.overflows,
-            rescans=self.watches.rescans,
+            rescans=self.watches.rescans + self.watches.catchup.done,
             reconciles=self.reconciles.figures(),
             log=self._log_figures(),
             watches=self._watch_figures(),
             extra=extra,
+            catchup_events=self.watches.catchup.delivered,
         )
 
     def _watch_figures(self) -> tuple[WatchFigures, ...]:

@@ -97,18 +97,21 @@ class StatusReporter:
         if not force and not self.guard.due():
             return
         self._next_heartbeat = now + HEARTBEAT_SECONDS
+        marks = self.watches.catchup.marks
+        marks.refresh()  # with the heartbeat: the catch-up watermarks as far as they safely go
         try:
-            done, _ = self.guard.call(lambda: self._write(dirty, force, running), force=True)
+            done, keys = self.guard.call(lambda: self._write(dirty, force, running), force=True)
         except Exception:
             logger.exception("writing the daemon status failed")
             return
         if done:
+            marks.written(keys or [])
             self.written_at = time.time()
             for watch in dirty:
                 watch.dirty = False
             self.dirty = False
 
-    def _write(self, dirty: list[ActiveWatch], force: bool, running: bool) -> None:
+    def _write(self, dirty: list[ActiveWatch], force: bool, running: bool) -> list[str]:
         from ..models import DaemonStatus, WatchState
 
         watches = self.watches
@@ -174,4 +177,6 @@ class StatusReporter:
                 )
             if force or self._removed - keys:
                 WatchState.objects.filter(host=self.hostname).exclude(key__in=keys).delete()
+            marked = self.watches.catchup.marks.write(stopping=not running)
         self._removed.clear()
+        return marked

@@ -110,6 +110,10 @@ class ActiveWatch:
     def message(self) -> str:
         return self.health.message
 
+    def held_since(self) -> float | None:
+        """Return the time.time() of the oldest event held back (settle: part 1 fills it in), or None."""
+        return None
+
     @property
     def kernel_mask(self) -> int:
         return self.cfg.kernel_mask

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from ..escaping import get_logger
 from ..specs import WatchSpec
 from ..states import State
+from .catchup import CatchUp
 from .events import Processor
 from .kernel import Inotify, Kind
 from .table import WatchTable
 from .watches import ActiveWatch, LogSink
+from .watermarks import Watermarks
 
 logger = get_logger("inotifier.daemon")
 
@@ -56,6 +58,7 @@ class WatchSet:
         load: Loader,
         log: LogSink | None = None,
         hooks: SetHooks | None = None,
+        marks: Watermarks | None = None,
     ) -> None:
         self.table: WatchTable[ActiveWatch] = WatchTable(inotify)
         self.watches: dict[str, ActiveWatch] = {}
@@ -69,6 +72,8 @@ class WatchSet:
         self._load = load
         self._log = log
         self._hooks = hooks or SetHooks()
+        #: The catch-up scans (``catch_up``), with the watermarks they start from.
+        self.catchup = CatchUp(marks or Watermarks("", None))
 
     # -- by spec ------------------------------------------------------------------------
 
@@ -81,6 +86,7 @@ class WatchSet:
         watch = self._make(spec)
         self.watches[spec.key] = watch
         watch.start(self.table)
+        self.catchup.arm(watch)
         return watch
 
     def remove(self, key: str) -> None:
@@ -88,6 +94,7 @@ class WatchSet:
         watch = self.watches.pop(key)
         self._drop_queue(watch)
         self.moved_out.discard(watch)
+        self.catchup.forget(watch)
         try:
             watch.stop(self.table)
         finally:
@@ -106,17 +113,24 @@ class WatchSet:
             self.moved_out.discard(old)
             new.counts, new.errors, new.last_event = old.counts, old.errors, old.last_event
             self.watches[spec.key] = new
+            self.catchup.forget(old)
+            self.catchup.arm(new, "added")  # another tree: caught up as a new one
             return
         processor = old.processor
         error = ""
         if spec.processor != old.spec.processor or processor is None:
             processor, error = self._load(spec)
+        turned_on = spec.catch_up != old.spec.catch_up
+        if turned_on:
+            self.catchup.forget(old)
         old.reconfigure(spec, processor, self._log)
         if processor is None:
             old.stop(self.table)
             old.set_state(State.ERROR, error or "unusable processor")
         elif kind is UpdateKind.REMASK:
             self.table.remask(old)
+        if turned_on and processor is not None:
+            self.catchup.arm(old, "added")
 
     def _make(self, spec: WatchSpec) -> ActiveWatch:
         processor, error = (None, "") if spec.error else self._load(spec)
@@ -136,7 +150,10 @@ class WatchSet:
                 health.state == State.ERROR and health.retry is Kind.OUTSIDE
             )
             if waiting and os.path.lexists(watch.root):
+                before = watch.events
                 watch.start(self.table, synthesize=True)
+                if watch.state == State.ACTIVE:
+                    self.catchup.reappeared(watch, watch.events - before)
 
     def retry_failed(self) -> None:
         """Try again the watches that ran out of kernel watches (some may have been freed)."""
@@ -144,24 +161,34 @@ class WatchSet:
             if watch.health.retry is Kind.NO_SPACE and watch.processor is not None:
                 watch.stop(self.table)
                 watch.start(self.table)
+                if watch.state == State.ACTIVE:
+                    self.catchup.arm(watch, "added")  # watched at last: what it missed meanwhile
 
     def rescan(self) -> None:
-        """Watch the directories of tree watches that appeared while events were lost (overflow).
+        """Find what changed while events were lost (overflow).
 
-        Every directory a tree watch holds is listed again: what is found is
-        delivered, and new directories are watched.
+        Every directory a tree watch holds is listed again: new directories are
+        watched, and what is found is delivered; a watch with ``catch_up`` gets
+        a catch-up scan from its watermark instead.
         """
         self.rescans += 1
         for watch in list(self.watches.values()):
-            if watch.state != State.ACTIVE or not watch.spec.auto_add:
-                continue
+            if watch.state == State.ACTIVE and watch.spec.catch_up:
+                self._rewatch(watch, synthesize=False)  # the catch-up delivers what changed
+                self.catchup.arm(watch, "overflow")
+            elif watch.state == State.ACTIVE and watch.spec.auto_add:
+                self._rewatch(watch, synthesize=True)
+
+    def _rewatch(self, watch: ActiveWatch, synthesize: bool) -> None:
+        """List again every directory a tree watch holds: new directories are watched."""
+        if watch.spec.auto_add:
             for path in list(watch.paths):
                 try:
                     fd = watch.open_verified(path)
                 except OSError:
                     continue  # gone or replaced: its own events say so
                 try:
-                    problem = watch.walk(self.table, fd, path, synthesize=True)
+                    problem = watch.walk(self.table, fd, path, synthesize=synthesize)
                 finally:
                     os.close(fd)
                 if problem is not None and problem.kind is Kind.NO_SPACE:
