@@ -132,11 +132,11 @@ class Hold:
         delivered = 0
         quiet_since = now - self.quiet
         while entries:
-            pathname = next(iter(entries))
-            entry = entries[pathname]
-            if entry[1] > quiet_since:
+            pathname, entry = entries.popitem(last=False)
+            if entry[1] > quiet_since:  # not quiet yet: back to the front, where it was
+                entries[pathname] = entry
+                entries.move_to_end(pathname, last=False)
                 break
-            del entries[pathname]
             delivered += deliver(entry, emit)
             if time.monotonic() >= until:
                 return delivered
@@ -173,13 +173,21 @@ class Hold:
 def deliver(entry: Entry, emit: Emit) -> int:
     """Deliver a path's entry, one event per type, each with the count it stands for; empty it."""
     pathname = entry[2]
-    for i in range(3, len(entry)):
-        mask, count, wd, cookie, path, src, synthetic = entry[i]
-        name = pathname[len(path) + 1 :] if pathname != path else ""
-        emit(wd, mask, cookie, name, path, pathname, src, synthetic, count)
-    delivered = len(entry) - 3
+    kept = entry[3:]
     entry.clear()
-    return delivered
+    for mask, count, wd, cookie, path, src, synthetic in kept:
+        emit(
+            wd,
+            mask,
+            cookie,
+            pathname[len(path) + 1 :] if pathname != path else "",
+            path,
+            pathname,
+            src,
+            synthetic,
+            count,
+        )
+    return len(kept)
 
 
 def hold_for(spec: WatchSpec) -> Hold | None:
