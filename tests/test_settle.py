@@ -11,7 +11,7 @@ from typing import Any
 
 import pyinotify
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from inotifier.checks import check_watch_paths
@@ -229,6 +229,27 @@ def test_held_events_are_delivered_at_close_and_the_end_of_a_watch_at_once(
         d.close()  # a clean stop: what is held is delivered first
     assert seen()[2:] == [("IN_CREATE", str(spool / "a"), 1), ("IN_CREATE", str(spool / "b"), 1)]
     assert any("2 held events of 2 paths delivered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_rebuilt_watch_keeps_its_held_paths_and_a_removed_one_delivers_them(
+    settled: Any, watch_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry: list[Any] = [str(watch_dir), "IN_CREATE", TIMED, {"settle": 60}]
+    d = settled([entry])
+    old = d.watches["settings:0"]
+    (watch_dir / "a").touch()
+    pump(d, lambda: len(old.hold) == 1)
+    with override_settings(INOTIFIER_WATCH_PATHS=[[*entry[:3], {"settle": 60, "recursive": True}]]):
+        d.reconcile(force=True)  # another tree: a new watch replaces the old one
+    new = d.watches["settings:0"]
+    assert new is not old and new.hold is not None and len(new.hold) == 1 and Timed.seen == []
+    with caplog.at_level(logging.INFO, logger="inotifier"), override_settings(INOTIFIER_WATCH_PATHS=[]):
+        d.reconcile(force=True)
+    assert seen() == [("IN_CREATE", str(watch_dir / "a"), 1)]
+    assert any(
+        "stopped watching; 1 held events of 1 paths delivered" in r.getMessage() for r in caplog.records
+    )
+    assert not d.watchset.holding
 
 
 def test_the_loop_wakes_for_the_next_due_path(settled: Any, watch_dir: Path, settings: Any) -> None:
