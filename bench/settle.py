@@ -229,7 +229,7 @@ def memory(paths: int, types: int) -> dict[str, float]:
             results["rss_growth_mib"] = (_rss_kib() - rss) / 1024
             results["hold_ns_per_event"] = hold_seconds / (paths * types) * 1e9
             started = time.perf_counter()
-            delivered = watch.hold.flush(watch.emit)
+            delivered = watch.hold.flush(watch.deliver)
             results["deliver_ns_per_event"] = (time.perf_counter() - started) / delivered * 1e9
             assert delivered == paths * types
         del watch

@@ -27,7 +27,7 @@ Entry: TypeAlias = list[Any]
 
 
 class Emit(Protocol):
-    """Deliver one event as the watch does an unsettled one (``ActiveWatch.emit``)."""
+    """Deliver one event as the watch does an unsettled one (``ActiveWatch.deliver`` given ``src``)."""
 
     def __call__(
         self,
@@ -37,8 +37,8 @@ class Emit(Protocol):
         name: str,
         path: str,
         pathname: str,
-        src: str = "",
         synthetic: bool = False,
+        src: str | None = None,
         count: int = 1,
     ) -> None: ...
 
@@ -176,17 +176,8 @@ def deliver(entry: Entry, emit: Emit) -> int:
     kept = entry[3:]
     entry.clear()
     for mask, count, wd, cookie, path, src, synthetic in kept:
-        emit(
-            wd,
-            mask,
-            cookie,
-            pathname[len(path) + 1 :] if pathname != path else "",
-            path,
-            pathname,
-            src,
-            synthetic,
-            count,
-        )
+        name = pathname[len(path) + 1 :] if pathname != path else ""
+        emit(wd, mask, cookie, name, path, pathname, synthetic, src, count)
     return len(kept)
 
 

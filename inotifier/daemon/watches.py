@@ -90,7 +90,7 @@ class ActiveWatch:
         self.spec = spec
         self.processor = processor
         self.cfg = Config(spec, log)
-        self.hold = retune(self.hold, spec, self.emit)
+        self.hold = retune(self.hold, spec, self.deliver)
         self.dirty = True
 
     def __repr__(self) -> str:
@@ -260,34 +260,26 @@ class ActiveWatch:
         path: str,
         pathname: str,
         synthetic: bool = False,
-    ) -> None:
-        """Pair a move's halves, then hold the event (settle) or hand it on at once (``emit``)."""
-        if self.cfg.excludes and is_excluded(pathname, self.cfg.excludes):
-            return
-        src = self._moves.pair(mask, cookie, pathname) if mask & MOVE_BITS else ""
-        hold = self.hold
-        if hold is not None:
-            if not mask & IMMEDIATE_BITS:  # one update of the path's entry (bench/settle.py)
-                if hold.add(pathname, mask, wd, cookie, path, src, synthetic):
-                    self.host.hold_started(self)  # the first held: the watch set minds its deadline
-                return
-            hold.release_path(pathname, self.emit)  # what was held for the path goes first
-        self.emit(wd, mask, cookie, name, path, pathname, src, synthetic)
-
-    def emit(
-        self,
-        wd: int,
-        mask: int,
-        cookie: int,
-        name: str,
-        path: str,
-        pathname: str,
-        src: str = "",
-        synthetic: bool = False,
+        src: str | None = None,
         count: int = 1,
     ) -> None:
-        """Build the event and hand it to the processor (and the event log)."""
+        """Build the event and hand it to the processor (and the event log), or hold it (settle).
+
+        ``src`` None: an event as it comes (excludes, the move's halves paired,
+        settle); a string: one the hold hands back, ``count`` events of its type.
+        """
         cfg = self.cfg
+        if src is None:
+            if cfg.excludes and is_excluded(pathname, cfg.excludes):
+                return
+            src = self._moves.pair(mask, cookie, pathname) if mask & MOVE_BITS else ""
+            hold = self.hold
+            if hold is not None:  # (one test here, not a call more: bench/metrics_cost.py deliver)
+                if not mask & IMMEDIATE_BITS:  # one update of the path's entry (bench/settle.py)
+                    if hold.add(pathname, mask, wd, cookie, path, src, synthetic):
+                        self.host.hold_started(self)  # the first held: the watch set minds its deadline
+                    return
+                hold.release_path(pathname, self.deliver)  # what was held for the path goes first
         event = make_event(wd, mask, cookie, name, path, pathname)
         if synthetic:
             event.synthetic = True

@@ -115,7 +115,7 @@ class WatchSet:
             self._transfer_queue(old, new)
             self.moved_out.discard(old)
             if old.hold is not None:  # held paths move over too (or are delivered: settle is off)
-                new.hold = retune(old.hold, spec, new.emit)
+                new.hold = retune(old.hold, spec, new.deliver)
                 self.holding.pop(old, None)
                 if new.hold:
                     self.holding[new] = None
@@ -207,7 +207,7 @@ class WatchSet:
             if now >= until:
                 break
             if hold is not None:
-                delivered += hold.release(watch.emit, min(until, now + turn))
+                delivered += hold.release(watch.deliver, min(until, now + turn))
             del holding[watch]
             if hold:
                 holding[watch] = None  # still holding: its next turn comes after the others'
@@ -217,7 +217,7 @@ class WatchSet:
         """Deliver every held event of every watch (a clean stop loses nothing); return how many."""
         delivered = 0
         for watch in list(self.holding):
-            delivered += flush(watch.hold, watch.emit, watch.spec, why)
+            delivered += flush(watch.hold, watch.deliver, watch.spec, why)
         self.holding.clear()
         return delivered
 
@@ -227,7 +227,7 @@ class WatchSet:
         if not hold:
             return
         if not watch.spec.exclusive:
-            flush(hold, watch.emit, watch.spec, why)
+            flush(hold, watch.deliver, watch.spec, why)
             return
         logger.warning(
             "watch %s (%s): %s; %d held paths dropped (an exclusive watch: another daemon may hold it"
