@@ -506,6 +506,15 @@ def test_the_docs_name_every_metric_and_only_those(tmp_path: Path) -> None:
         watches=(WatchFigures("settings:0", "/srv/in", "active", ((256, 2),), 1),),
     )
     exposition = Exposition("files-1")
+    from dataclasses import replace
+
+    from inotifier.daemon.sample import Family
+
+    # With the gauge a settled watch adds (Sampler.take), whatever else the sample has.
+    held = Family(
+        "inotifier_settle_held_paths", "gauge", "held", ("path", "watch"), ((("/srv/in", "w"), 2.0),)
+    )
+    sample = replace(sample, extra=(*sample.extra, held))
     exposition.sample = sample
     exported = {name for name in parse(exposition.text().decode()) if name.startswith("inotifier_")}
     text = (ROOT / "docs" / "deployment.md").read_text().split("## Monitoring", 1)[1]
