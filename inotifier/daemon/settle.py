@@ -82,7 +82,7 @@ class Hold:
         entries.move_to_end(pathname)
         entry[1] = now
         last = entry[-1]
-        if last[0] == mask:  # the same type again (a file written in chunks): replaced in place
+        if last[0] == mask:  # the same type again, replaced in place (bench/settle.py, chunked)
             entry[-1] = (mask, last[1] + 1, wd, cookie, path, src, synth)
             return False
         for i in range(3, len(entry) - 1):

@@ -80,9 +80,8 @@ class ActiveWatch:
         #: Where the root really is (symlinks resolved; None: not attached) and whether it is
         #: a directory, as found on the opened inode at the last (re)attach.
         self.where: tuple[str | None, bool] = (None, True)
-        self._moves = MovePairs()
+        self._moves = MovePairs()  # the halves of moves in progress, files' and directories'
         self.hold = hold_for(spec)  # settle: events held per path (None: delivered at once)
-        self._dir_moves: dict[int, str] = {}  # cookie -> old path of a directory moved out
         self._error_log = ErrorLog()
 
     def reconfigure(self, spec: WatchSpec, processor: Processor | None, log: LogSink | None) -> None:
@@ -334,7 +333,7 @@ class ActiveWatch:
         if not mask & IN_ISDIR:
             return
         if mask & IN_MOVED_FROM:
-            self._dir_moves[cookie] = pathname
+            self._moves.dirs[cookie] = pathname
             self.host.dir_moved_out(self)
             return
         excludes = self.cfg.excludes
@@ -342,7 +341,7 @@ class ActiveWatch:
             return
         if excludes and is_excluded(pathname, excludes):
             return
-        old = self._dir_moves.pop(cookie, None) if mask & IN_MOVED_TO else None
+        old = self._moves.dirs.pop(cookie, None) if mask & IN_MOVED_TO else None
         if old is not None:
             table.rename(self, old, pathname)
         elif self.where[0] is not None:  # (not while the root itself is gone)
@@ -371,6 +370,6 @@ class ActiveWatch:
 
     def settle_dir_moves(self, table: Table) -> None:
         """Drop the watches of directories moved out of the tree (no IN_MOVED_TO followed)."""
-        moves, self._dir_moves = self._dir_moves, {}
+        moves, self._moves.dirs = self._moves.dirs, {}
         for old in moves.values():
             table.detach_under(self, old)
