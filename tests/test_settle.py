@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -250,6 +252,51 @@ def test_a_rebuilt_watch_keeps_its_held_paths_and_a_removed_one_delivers_them(
         "stopped watching; 1 held events of 1 paths delivered" in r.getMessage() for r in caplog.records
     )
     assert not d.watchset.holding
+
+
+def test_a_burst_of_due_paths_is_delivered_a_turn_at_a_time_each_file_once(
+    settled: Any, watch_dir: Path
+) -> None:
+    files = 20_000
+    d = settled([(str(watch_dir), "IN_CLOSE_WRITE", TIMED, {"settle": 0.05})])
+    watch = d.watches["settings:0"]
+    writer = "import os, sys\nfor i in range(int(sys.argv[2])):\n    open(os.path.join(sys.argv[1], f'f{i}'), 'w').close()\n"
+    subprocess.run([sys.executable, "-c", writer, str(watch_dir), str(files)], check=True)
+    pump(d, lambda: len(watch.hold) + len(Timed.seen) == files and not d.dispatcher.has_work(), 30)
+    while watch.hold and d.watchset.next_due() > time.monotonic():
+        time.sleep(0.01)  # (all due, or some delivered already)
+    before = len(Timed.seen)
+    d.dispatcher.process(deadline=time.monotonic())  # one loop turn's share
+    if before < files:  # (a machine fast enough to deliver them all while routing: nothing to check)
+        assert before < len(Timed.seen) < files  # a turn of them, not all at once: the loop goes on
+    pump(d, lambda: len(Timed.seen) == files, 30)
+    assert sorted(e.pathname for _t, e in Timed.seen) == sorted(
+        str(watch_dir / f"f{i}") for i in range(files)
+    )
+    assert {(e.maskname, e.count) for _t, e in Timed.seen} == {("IN_CLOSE_WRITE", 1)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_exclusive_watch_removed_drops_what_it_held_and_says_so(
+    in_process: Any, settings: Any, watch_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Timed.seen.clear()
+    settings.INOTIFIER_POLL_INTERVAL = 3600
+    settings.INOTIFIER_PROCESSORS = [TIMED]
+    settings.INOTIFIER_WATCH_PATHS = []
+    row = WatchPath.objects.create(
+        path=str(watch_dir), mask=BITS["IN_CREATE"], processor=TIMED, exclusive=True, settle=60
+    )
+    d = in_process(use_database=True)
+    watch = d.watches[f"row:{row.pk}"]
+    (watch_dir / "f").touch()
+    pump(d, lambda: len(watch.hold) == 1)
+    WatchPath.objects.filter(pk=row.pk).update(enabled=False)
+    with caplog.at_level(logging.INFO, logger="inotifier"):
+        d.reconcile(force=True)
+    assert f"row:{row.pk}" not in d.watches
+    assert Timed.seen == []  # another daemon may hold it now: it does not deliver after it
+    assert any("1 held paths dropped (an exclusive watch" in r.getMessage() for r in caplog.records)
 
 
 def test_the_loop_wakes_for_the_next_due_path(settled: Any, watch_dir: Path, settings: Any) -> None:
