@@ -68,6 +68,10 @@ class EventMaskField(forms.MultipleChoiceField):
             return mask_to_names(value)
         return value
 
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        # The row's initial value is its int: compared as names (saving a change form needs it).
+        return super().has_changed(self.prepare_value(initial), data)
+
     def clean(self, value: Any) -> int:
         names = super().clean(value)
         mask = names_to_mask(list(names))

@@ -511,6 +511,15 @@ def test_the_docs_name_every_metric_and_only_those(tmp_path: Path) -> None:
     # With the families the outbox adds once a TaskDispatcher started it.
     sample = dataclasses.replace(sample, extra=tuple(outbox_families(3, 2, ({"pending": 1}, time.time()))))
     exposition = Exposition("files-1")
+    from dataclasses import replace
+
+    from inotifier.daemon.sample import Family
+
+    # With the gauge a settled watch adds (Sampler.take), whatever else the sample has.
+    held = Family(
+        "inotifier_settle_held_paths", "gauge", "held", ("path", "watch"), ((("/srv/in", "w"), 2.0),)
+    )
+    sample = replace(sample, extra=(*sample.extra, held))
     exposition.sample = sample
     exported = {name for name in parse(exposition.text().decode()) if name.startswith("inotifier_")}
     text = (ROOT / "docs" / "deployment.md").read_text().split("## Monitoring", 1)[1]

@@ -25,6 +25,7 @@ class Dispatcher:
 
     A slow processor delays its own watch, not the others: the watches with
     events take turns of at most TURN_SECONDS. Order within a watch is kept.
+    Settled watches' due paths are delivered after the turns, in turns too.
     ``on_overflow`` is called when the kernel says its queue overflowed.
     """
 
@@ -53,6 +54,10 @@ class Dispatcher:
                 count += self._run_turns(deadline)
             if time.monotonic() >= deadline:
                 break
+        if watches.holding:
+            # Due held paths get at least a turn per call, however busy the queues: a flood
+            # cannot make them pile up; a million due paths are delivered a turn at a time.
+            count += watches.release(max(deadline, time.monotonic() + TURN_SECONDS), TURN_SECONDS)
         drained = time.time()
         if not reader.chunks and not watches.ready:
             # Every event read until now was handed to its processor: a watermark candidate.
@@ -64,6 +69,11 @@ class Dispatcher:
         elif not catchup.started:
             catchup.started = True  # the start's watches are in place: later adds are "added"
         return count
+
+    def drain(self, deadline: float) -> None:
+        """At a stop: process what was read (until ``deadline``), then deliver everything held."""
+        self.process(deadline)
+        self.watches.flush_holds()
 
     def _route(self, chunk: bytes) -> None:
         table = self.watches.table

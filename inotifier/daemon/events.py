@@ -16,10 +16,13 @@ class InotifierEvent(pyinotify.Event):
     It has every attribute pyinotify's Event has (wd, mask, maskname, cookie,
     path, name, pathname, dir and, for paired moves, src_pathname), and
     ``synthetic``: True for an event the daemon made up for a file it found
-    already there (a new or re-created directory listed once it is watched).
+    already there (a new or re-created directory listed once it is watched),
+    and ``count``: how many events of its type it stands for (more than 1 only
+    on a settled watch, which collapses a path's events).
     """
 
     synthetic = False
+    count = 1
 
     def __init__(self, **attrs: Any) -> None:  # for tests and users; the daemon uses make_event
         self.__dict__.update(attrs)

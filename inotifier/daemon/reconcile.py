@@ -60,7 +60,7 @@ def update_kind(old: WatchSpec, new: WatchSpec) -> UpdateKind:
         return UpdateKind.REBUILD
     if any(getattr(old, name) != getattr(new, name) for name in TREE_FIELDS):
         return UpdateKind.REBUILD
-    if old.mask != new.mask:
+    if old.mask != new.mask or (old.settle > 0) != (new.settle > 0):  # settle asks the kernel for more
         return UpdateKind.REMASK
     return UpdateKind.SWAP
 

@@ -206,8 +206,8 @@ class Daemon:
         except Exception:
             logger.exception("a daemon_stopping receiver raised")
         self.reader.stop()
-        # Events already read from the kernel are processed, not dropped.
-        self.dispatcher.process(deadline=time.monotonic() + DRAIN_AT_STOP_SECONDS)
+        # Events already read from the kernel are processed, and held ones delivered, not dropped.
+        self.dispatcher.drain(deadline=time.monotonic() + DRAIN_AT_STOP_SECONDS)
         for part in (self.event_log, self.handoff):
             if part is not None:
                 part.stop()
@@ -262,7 +262,7 @@ class Daemon:
         now = time.monotonic()
         if timeout is None:
             due = min(deadlines.next("poll", "missing"), self.desired.next_wakeup(), self.monitor.due)
-            timeout = max(0.0, due - now)
+            timeout = max(0.0, min(due, self.watchset.next_due()) - now)
         assert self.waker is not None
         busy = self.dispatcher.has_work() or flags.hup or flags.reopen or flags.stopping
         ready = self.waker.wait(0.0 if busy else timeout)

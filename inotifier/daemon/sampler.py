@@ -95,9 +95,21 @@ class Sampler:
             reconciles=self.reconciles.figures(),
             log=self._log_figures(),
             watches=self._watch_figures(),
-            extra=extra,
+            extra=extra + self._held(),
             catchup_events=self.watches.catchup.delivered,
         )
+
+    def _held(self) -> tuple[Family, ...]:
+        """Return the gauge of the paths each settled watch holds (none without such a watch)."""
+        held = tuple(
+            ((w.spec.label, key), float(len(w.hold)))
+            for key, w in self.watches.watches.items()
+            if w.hold is not None
+        )
+        if not held:
+            return ()
+        doc = "Paths whose events a settled watch holds until they are quiet."
+        return (Family("inotifier_settle_held_paths", "gauge", doc, ("path", "watch"), held),)
 
     def _watch_figures(self) -> tuple[WatchFigures, ...]:
         labels = self._labels

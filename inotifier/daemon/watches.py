@@ -25,9 +25,10 @@ from ..specs import WatchSpec, is_excluded, is_within
 from ..states import State
 from .events import InotifierEvent, Processor, make_event
 from .kernel import Kind, WatchError, open_root, open_subdir, real_path
+from .settle import IMMEDIATE_BITS, hold_for, retune
 from .table import WatchTable
 from .walk import count_dirs, walk_tree
-from .watchparts import ROOT_BITS, SELF_BITS, Config, ErrorLog, Health, LogSink
+from .watchparts import MOVE_BITS, ROOT_BITS, SELF_BITS, Config, ErrorLog, Health, LogSink, MovePairs
 
 __all__ = ["ActiveWatch", "InotifierEvent", "LogSink", "WatchHost"]
 
@@ -47,6 +48,8 @@ class WatchHost(Protocol):
     def dir_moved_out(self, watch: ActiveWatch) -> None: ...
 
     def processor_failed(self, watch: ActiveWatch) -> None: ...
+
+    def hold_started(self, watch: ActiveWatch) -> None: ...
 
 
 class ActiveWatch:
@@ -77,8 +80,8 @@ class ActiveWatch:
         #: Where the root really is (symlinks resolved; None: not attached) and whether it is
         #: a directory, as found on the opened inode at the last (re)attach.
         self.where: tuple[str | None, bool] = (None, True)
-        self._moves: dict[int, str] = {}  # cookie -> src pathname of a move in progress
-        self._dir_moves: dict[int, str] = {}  # cookie -> old path of a directory moved out
+        self._moves = MovePairs()  # the halves of moves in progress, files' and directories'
+        self.hold = hold_for(spec)  # settle: events held per path (None: delivered at once)
         self._error_log = ErrorLog()
 
     def reconfigure(self, spec: WatchSpec, processor: Processor | None, log: LogSink | None) -> None:
@@ -86,13 +89,8 @@ class ActiveWatch:
         self.spec = spec
         self.processor = processor
         self.cfg = Config(spec, log)
+        self.hold = retune(self.hold, spec, self.deliver)
         self.dirty = True
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
 
     def __repr__(self) -> str:
         return f"<ActiveWatch {self.spec.key} {self.cfg.root!r} {self.state}>"
@@ -109,10 +107,6 @@ class ActiveWatch:
     @property
     def message(self) -> str:
         return self.health.message
-
-    def held_since(self) -> float | None:
-        """Return the time.time() of the oldest event held back (settle: part 1 fills it in), or None."""
-        return None
 
     @property
     def kernel_mask(self) -> int:
@@ -238,24 +232,8 @@ class ActiveWatch:
 
     def set_state(self, state: str, message: str = "", retry: Kind | None = None) -> None:
         """Record the watch's state; log each change to error or missing once, with its reason."""
-        health = self.health
-        previous = health.state
-        health.retry = retry
-        if state == previous and message == health.message:
-            return
-        label, key = self.spec.label, self.spec.key
-        if state == State.ERROR:
-            logger.error("watch %s (%s): %s", label, key, message)
-        elif state == State.MISSING and previous != State.MISSING:
-            logger.warning("watch %s (%s): %s", label, key, message)
-        elif state == State.ACTIVE and previous != State.ACTIVE:
-            if previous:  # back from missing or error: worth a line of its own
-                logger.info("watching %s (%s) again", label, key)
-            else:  # a new healthy watch: counted in the reconcile summary
-                logger.debug("watching %s (%s)", label, key)
-        health.state = state
-        health.message = message
-        self.dirty = True
+        if self.health.change(self.spec, state, message, retry):
+            self.dirty = True
 
     # -- events ------------------------------------------------------------------
 
@@ -269,6 +247,8 @@ class ActiveWatch:
             self._root_gone(table, mask)
         if mask & cfg.deliver_mask:
             self.deliver(wd, mask, cookie, name, path, pathname)
+        elif self.hold is not None:  # not delivered, but a change: the path is not quiet yet
+            self.hold.touch(pathname)
 
     def deliver(
         self,
@@ -279,25 +259,34 @@ class ActiveWatch:
         path: str,
         pathname: str,
         synthetic: bool = False,
+        src: str | None = None,
+        count: int = 1,
     ) -> None:
-        """Build the event and hand it to the processor (and the event log)."""
+        """Build the event and hand it to the processor (and the event log), or hold it (settle).
+
+        ``src`` None: an event as it comes (excludes, the move's halves paired,
+        settle); a string: one the hold hands back, ``count`` events of its type.
+        """
         cfg = self.cfg
-        if cfg.excludes and is_excluded(pathname, cfg.excludes):
-            return
+        if src is None:
+            if cfg.excludes and is_excluded(pathname, cfg.excludes):
+                return
+            src = self._moves.pair(mask, cookie, pathname) if mask & MOVE_BITS else ""
+            hold = self.hold
+            if hold is not None:  # (one test here, not a call more: bench/metrics_cost.py deliver)
+                if not mask & IMMEDIATE_BITS:  # one update of the path's entry (bench/settle.py)
+                    if hold.add(pathname, mask, wd, cookie, path, src, synthetic):
+                        self.host.hold_started(self)  # the first held: the watch set minds its deadline
+                    return
+                hold.release_path(pathname, self.deliver)  # what was held for the path goes first
         event = make_event(wd, mask, cookie, name, path, pathname)
         if synthetic:
             event.synthetic = True
-        src = ""
-        if mask & IN_MOVED_FROM:
-            moves = self._moves
-            moves[cookie] = pathname
-            if len(moves) > 1000:
-                del moves[next(iter(moves))]
-        elif mask & IN_MOVED_TO:
-            moved = self._moves.pop(cookie, None)
-            if moved is not None:
-                event.src_pathname = src = moved
-        elif mask & SELF_BITS:
+        if src:
+            event.src_pathname = src
+        if count != 1:
+            event.count = count
+        if mask & SELF_BITS:
             # The kernel sets no IN_ISDIR on an event about the watched inode itself;
             # pyinotify takes it from the watch: every wd below the root is a directory.
             event.dir = path != cfg.root or self.where[1]
@@ -313,12 +302,13 @@ class ActiveWatch:
         try:
             self.processor(event)  # type: ignore[misc]
         except Exception as exc:
-            self._processor_failed(event, now, exc)
+            self.errors += 1
+            self.host.processor_failed(self)
+            self._error_log.failed(self.spec, event, now, exc)
 
-    def _processor_failed(self, event: InotifierEvent, now: float, exc: Exception) -> None:
-        self.errors += 1
-        self.host.processor_failed(self)
-        self._error_log.failed(self.spec, event, now, exc)
+    def held_since(self) -> float | None:
+        """Return the ``time.time()`` of the oldest event settle holds now (None: none held)."""
+        return None if self.hold is None else self.hold.held_since()
 
     # -- the tree as it changes -------------------------------------------------------
 
@@ -343,7 +333,7 @@ class ActiveWatch:
         if not mask & IN_ISDIR:
             return
         if mask & IN_MOVED_FROM:
-            self._dir_moves[cookie] = pathname
+            self._moves.dirs[cookie] = pathname
             self.host.dir_moved_out(self)
             return
         excludes = self.cfg.excludes
@@ -351,7 +341,7 @@ class ActiveWatch:
             return
         if excludes and is_excluded(pathname, excludes):
             return
-        old = self._dir_moves.pop(cookie, None) if mask & IN_MOVED_TO else None
+        old = self._moves.dirs.pop(cookie, None) if mask & IN_MOVED_TO else None
         if old is not None:
             table.rename(self, old, pathname)
         elif self.where[0] is not None:  # (not while the root itself is gone)
@@ -380,6 +370,6 @@ class ActiveWatch:
 
     def settle_dir_moves(self, table: Table) -> None:
         """Drop the watches of directories moved out of the tree (no IN_MOVED_TO followed)."""
-        moves, self._dir_moves = self._dir_moves, {}
+        moves, self._moves.dirs = self._moves.dirs, {}
         for old in moves.values():
             table.detach_under(self, old)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from ..states import State
 from .catchup import CatchUp
 from .events import Processor
 from .kernel import Inotify, Kind
+from .settle import flush, retune
 from .table import WatchTable
 from .watches import ActiveWatch, LogSink
 from .watermarks import Watermarks
@@ -27,7 +30,7 @@ Loader = Callable[[WatchSpec], tuple[Processor | None, str]]
 class UpdateKind(enum.Enum):
     """How a changed spec is applied to its active watch."""
 
-    SWAP = "swap"  # no kernel change: processor, event log, label
+    SWAP = "swap"  # no kernel change: processor, event log, label, settle times (held paths kept)
     REMASK = "remask"  # the same kernel watches with another mask
     REBUILD = "rebuild"  # another tree: a new watch replaces the old one
 
@@ -69,6 +72,8 @@ class WatchSet:
         #: below; a catch-up scan at start or re-arm counts here too): inotifier_rescans_total.
         self.rescans = 0
         self.moved_out: set[ActiveWatch] = set()  # watches with directories moved out, to settle
+        #: Settled watches holding events, in turn order (a dict used as an ordered set).
+        self.holding: dict[ActiveWatch, None] = {}
         self._load = load
         self._log = log
         self._hooks = hooks or SetHooks()
@@ -90,9 +95,14 @@ class WatchSet:
         return watch
 
     def remove(self, key: str) -> None:
-        """Stop watching ``key``; its queued events are dropped."""
+        """Stop watching ``key``; its queued events are dropped, its held events delivered.
+
+        Held events of an exclusive watch are dropped (and said so): it may be
+        removed because another daemon holds it now.
+        """
         watch = self.watches.pop(key)
         self._drop_queue(watch)
+        self._let_go(watch, "stopped watching")
         self.moved_out.discard(watch)
         self.catchup.forget(watch)
         try:
@@ -111,6 +121,11 @@ class WatchSet:
             old.stop(self.table)
             self._transfer_queue(old, new)
             self.moved_out.discard(old)
+            if old.hold is not None:  # held paths move over too (or are delivered: settle is off)
+                new.hold = retune(old.hold, spec, new.deliver)
+                self.holding.pop(old, None)
+                if new.hold:
+                    self.holding[new] = None
             new.counts, new.errors, new.last_event = old.counts, old.errors, old.last_event
             self.watches[spec.key] = new
             self.catchup.forget(old)
@@ -124,6 +139,8 @@ class WatchSet:
         if turned_on:
             self.catchup.forget(old)
         old.reconfigure(spec, processor, self._log)
+        if not old.hold:
+            self.holding.pop(old, None)
         if processor is None:
             old.stop(self.table)
             old.set_state(State.ERROR, error or "unusable processor")
@@ -201,6 +218,53 @@ class WatchSet:
             watch.settle_dir_moves(self.table)
         self.moved_out.clear()
 
+    # -- settle: the watches holding events ---------------------------------------------
+
+    def next_due(self) -> float:
+        """Return the ``time.monotonic()`` at which a held path is due (inf: none held)."""
+        return min((w.hold.next_due() for w in self.holding if w.hold is not None), default=math.inf)
+
+    def release(self, until: float, turn: float) -> int:
+        """Deliver the due held paths, each watch a turn of at most ``turn`` s; return the events."""
+        holding = self.holding
+        delivered = 0
+        for watch in list(holding):
+            hold = watch.hold
+            now = time.monotonic()
+            if now >= until:
+                break
+            if hold is not None:
+                delivered += hold.release(watch.deliver, min(until, now + turn))
+            del holding[watch]
+            if hold:
+                holding[watch] = None  # still holding: its next turn comes after the others'
+        return delivered
+
+    def flush_holds(self, why: str = "the daemon stops") -> int:
+        """Deliver every held event of every watch (a clean stop loses nothing); return how many."""
+        delivered = 0
+        for watch in list(self.holding):
+            delivered += flush(watch.hold, watch.deliver, watch.spec, why)
+        self.holding.clear()
+        return delivered
+
+    def _let_go(self, watch: ActiveWatch, why: str) -> None:
+        self.holding.pop(watch, None)
+        hold, watch.hold = watch.hold, None
+        if not hold:
+            return
+        if not watch.spec.exclusive:
+            flush(hold, watch.deliver, watch.spec, why)
+            return
+        logger.warning(
+            "watch %s (%s): %s; %d held paths dropped (an exclusive watch: another daemon may hold it"
+            " now; catch_up finds them again)",
+            watch.spec.label,
+            watch.spec.key,
+            why,
+            len(hold),
+        )
+
     def kernel_watches(self) -> int:
         """Return the kernel watches held (one per inode, however many watches share it)."""
         return len(self.table.nodes)
@@ -225,6 +289,9 @@ class WatchSet:
 
     def processor_failed(self, watch: ActiveWatch) -> None:
         self.errors += 1
+
+    def hold_started(self, watch: ActiveWatch) -> None:
+        self.holding[watch] = None
 
     # -- queues ----------------------------------------------------------------------------
 
