@@ -106,6 +106,15 @@ def check_watch_paths(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
         for message in task_problems(settings_problems()[1])
     ]
+    cap = app_settings.INOTIFIER_SETTLE_MAX_PATHS
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        messages.append(
+            Error(
+                f"INOTIFIER_SETTLE_MAX_PATHS must be a positive integer (paths), not {cap!r}",
+                obj="settings.INOTIFIER_SETTLE_MAX_PATHS",
+                id=Codes.SETTINGS,
+            )
+        )
     return messages
 
 

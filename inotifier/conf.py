@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     # Retention of EventLog rows: age in seconds and row count.
     "INOTIFIER_EVENT_LOG_MAX_AGE": 7 * 24 * 3600,
     "INOTIFIER_EVENT_LOG_MAX_ROWS": 100_000,
+    # Paths one settled watch may hold (about 410 bytes each): beyond it the paths that changed
+    # least recently are delivered early, before they are quiet (a WARNING says so), never dropped.
+    "INOTIFIER_SETTLE_MAX_PATHS": 1_000_000,
     # Outbox rows (TaskDispatcher events) the daemon holds in memory while the database
     # does not take them; beyond it the processor waits (delivery pauses), nothing is dropped.
     "INOTIFIER_OUTBOX_BUFFER": 100_000,

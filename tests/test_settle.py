@@ -453,6 +453,34 @@ def test_bad_settle_options_in_settings_are_named(
     ]
 
 
+def test_a_watch_past_its_settle_max_paths_delivers_the_least_recently_changed_early(
+    settled: Any, watch_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An uploader who creates files without end must not make the daemon's memory grow without
+    # end: past INOTIFIER_SETTLE_MAX_PATHS the oldest paths go, delivered, never dropped.
+    with override_settings(INOTIFIER_SETTLE_MAX_PATHS=50):
+        d = settled([(str(watch_dir), "IN_CLOSE_WRITE", TIMED, {"settle": 60})])
+    watch = d.watches["settings:0"]
+    names = [watch_dir / f"f{i:03}" for i in range(120)]
+    with caplog.at_level(logging.WARNING, logger="inotifier"):
+        for path in names:
+            path.write_text("x")
+        pump(d, lambda: len(Timed.seen) >= 70)
+        d.tick(timeout=0.05)
+    assert len(watch.hold) <= 50
+    assert [p for _m, p, _c in seen()] == [str(p) for p in names[: len(Timed.seen)]]  # oldest first
+    assert any("more than INOTIFIER_SETTLE_MAX_PATHS (50)" in r.getMessage() for r in caplog.records)
+    d.close()
+    assert sorted(p for _m, p, _c in seen()) == [str(p) for p in names]  # each once, none lost
+
+
+def test_a_bad_settle_max_paths_is_named(settings: Any) -> None:
+    settings.INOTIFIER_SETTLE_MAX_PATHS = "lots"
+    assert [(m.id, m.msg) for m in check_watch_paths()] == [
+        ("inotifier.E001", "INOTIFIER_SETTLE_MAX_PATHS must be a positive integer (paths), not 'lots'")
+    ]
+
+
 @pytest.mark.parametrize(
     ("settle", "settle_max", "field", "message"),
     [

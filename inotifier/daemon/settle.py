@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any, Protocol, TypeAlias
 
+from ..conf import app_settings
 from ..escaping import get_logger
 from ..masks import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_UNMOUNT
 from ..specs import WatchSpec
@@ -54,11 +55,17 @@ class Hold:
     entry: no event object is built until the entry is delivered.
     """
 
-    __slots__ = ("entries", "longest", "oldest", "quiet")
+    __slots__ = ("cap", "early", "entries", "longest", "oldest", "quiet")
 
-    def __init__(self, quiet: float, longest: float) -> None:
+    def __init__(self, quiet: float, longest: float, cap: int = 1_000_000) -> None:
         self.quiet = quiet
         self.longest = longest
+        #: Paths held at most: beyond, the least recently changed are delivered before they are
+        #: quiet (an uploader who creates files without end cannot make the daemon's memory grow
+        #: without end). Checked by ``release()``: between two loop turns it may be passed by the
+        #: events of one turn.
+        self.cap = max(1, cap)
+        self.early = 0  # paths delivered early because of the cap
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.oldest: deque[Entry] = deque()  # delivered entries stay, emptied, until they reach the front
 
@@ -106,6 +113,8 @@ class Hold:
         entries = self.entries
         if not entries:
             return math.inf
+        if len(entries) > self.cap:
+            return 0.0  # over the cap: due now
         due: float = entries[next(iter(entries))][1] + self.quiet
         oldest = self._oldest()
         if oldest is not None:
@@ -130,6 +139,8 @@ class Hold:
         now = time.monotonic()
         entries = self.entries
         delivered = 0
+        if len(entries) > self.cap:
+            delivered += self._over_cap(emit)
         quiet_since = now - self.quiet
         while entries:
             pathname, entry = entries.popitem(last=False)
@@ -152,6 +163,23 @@ class Hold:
                 delivered += deliver(entry, emit)
                 if time.monotonic() >= until:
                     break
+        return delivered
+
+    def _over_cap(self, emit: Emit) -> int:
+        """Deliver the least recently changed paths beyond ``cap``, before they are quiet."""
+        entries = self.entries
+        over = len(entries) - self.cap
+        logger.warning(
+            "a settled watch holds %d paths, more than INOTIFIER_SETTLE_MAX_PATHS (%d): the %d that "
+            "changed least recently are delivered now, before they are quiet",
+            len(entries),
+            self.cap,
+            over,
+        )
+        delivered = 0
+        for _ in range(over):
+            delivered += deliver(entries.popitem(last=False)[1], emit)
+        self.early += over
         return delivered
 
     def release_path(self, pathname: str, emit: Emit) -> None:
@@ -183,7 +211,17 @@ def deliver(entry: Entry, emit: Emit) -> int:
 
 def hold_for(spec: WatchSpec) -> Hold | None:
     """Return a hold for a spec that settles (None: its events are delivered at once)."""
-    return Hold(spec.settle, spec.settle_max or spec.settle) if spec.settle > 0 else None
+    if spec.settle <= 0:
+        return None
+    return Hold(spec.settle, spec.settle_max or spec.settle, max_paths())
+
+
+def max_paths() -> int:
+    """Return INOTIFIER_SETTLE_MAX_PATHS (the default when it is not a positive integer: see checks)."""
+    value = app_settings.INOTIFIER_SETTLE_MAX_PATHS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return 1_000_000
+    return value
 
 
 def retune(hold: Hold | None, spec: WatchSpec, emit: Emit) -> Hold | None:
