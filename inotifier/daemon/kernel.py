@@ -36,6 +36,9 @@ _HEADER = struct.Struct("iIII")
 HEADER_SIZE = _HEADER.size
 #: How a directory below a watched root is opened: never through a symbolic link.
 O_SUBDIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: A directory held to be watched, not read: an O_PATH open raises no IN_OPEN on the watches
+#: above it (the tree walk opens every directory; bench target 6, recursive set-up).
+O_SUBDIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: File systems whose directories count their subdirectories in st_nlink (2 + subdirectories),
 #: so a directory with st_nlink == 2 has none and need not be listed: ext2/3/4, tmpfs, XFS.
 #: (btrfs reports 1, others make no promise: they are always listed.)

@@ -63,7 +63,7 @@ class WatchTable(Generic[OwnerT]):
         wd = self.inotify.add_watch_fd(fd, mask, path)
         node = self.nodes.get(wd)
         if node is None:
-            node = self.nodes[wd] = Node[OwnerT](wd)
+            node = self.nodes[wd] = Node(wd)
         elif watch not in node.owners and node.owners:
             # The inode is already watched for someone else: the add above replaced
             # the kernel mask, so set the union again.
@@ -77,7 +77,10 @@ class WatchTable(Generic[OwnerT]):
 
     def add_node(self, watch: OwnerT, path: str, wd: int) -> None:
         """Record a wd nobody held yet, added by the tree walk's hot loop for ``watch``."""
-        node = self.nodes[wd] = Node[OwnerT](wd)
+        # Node(wd), not Node[OwnerT](wd): a subscripted class costs typing's __call__ (0.3 s
+        # in 50 000 directories, bench target 6); the annotation gives the type.
+        node: Node[OwnerT] = Node(wd)
+        self.nodes[wd] = node
         node.owners[watch] = path
         watch.paths[path] = wd
 

@@ -12,7 +12,16 @@ from typing import Any
 from ..escaping import get_logger
 from ..masks import IN_DONT_FOLLOW, IN_ONLYDIR
 from ..specs import is_excluded
-from .kernel import NLINK_COUNTS_SUBDIRS, O_SUBDIR, Kind, WatchError, fd_path, fs_type, raw_add_watch
+from .kernel import (
+    NLINK_COUNTS_SUBDIRS,
+    O_SUBDIR,
+    O_SUBDIR_PATH,
+    Kind,
+    WatchError,
+    fd_path,
+    fs_type,
+    raw_add_watch,
+)
 from .table import OwnerT, WatchTable
 
 logger = get_logger("inotifier.daemon")
@@ -98,7 +107,10 @@ def walk_tree(
                 if not is_dir or not descend or path in paths:
                     continue
                 try:
-                    cfd = opener(name, O_SUBDIR, dir_fd=pfd)
+                    # O_PATH: watched and checked through it, not read, so it raises no IN_OPEN
+                    # in the watches above (with IN_OPEN in the mask, 50 000 events per 50 000
+                    # directories set up: bench target 6, 3.3x -> 1.1x inotifywait -r).
+                    cfd = opener(name, O_SUBDIR_PATH, dir_fd=pfd)
                 except OSError as exc:
                     # Gone, or swapped for a link since it was listed: never followed.
                     problem = problem or _skipped(exc, path)
@@ -133,12 +145,21 @@ def walk_tree(
                     problem = problem or _skipped(OSError(errno.EMLINK, "too deep"), path)
                     continue
                 try:
-                    children = list(scandir(cfd))
+                    # Read through a descriptor opened from the one checked and watched: the same
+                    # directory, whatever its name leads to now.
+                    lfd = opener(".", O_SUBDIR, dir_fd=cfd)
                 except OSError as exc:
                     close(cfd)
                     problem = problem or _skipped(exc, path)
                     continue
-                stack.append((cfd, path, iter(children), True))
+                close(cfd)
+                try:
+                    children = list(scandir(lfd))
+                except OSError as exc:
+                    close(lfd)
+                    problem = problem or _skipped(exc, path)
+                    continue
+                stack.append((lfd, path, iter(children), True))
                 break
             else:
                 stack.pop()
