@@ -51,16 +51,25 @@ class Scan:
         changed = since is not None and since != float("-inf")
         self.steps: Generator[None, None, None] = self._find() if changed and FIND else self._run()
 
-    def _find(self) -> Generator[None, None, None]:
+    def _open_root(self) -> int | None:
+        """Open the watch's root, checked to be the directory it watches; None: nothing to list."""
         watch = self.watch
         try:
             fd = watch.open_verified(watch.root)
         except OSError as exc:
             logger.warning("catch-up of %s: %s", watch.root, exc)
+            return None
+        if not watch.where[1]:
+            os.close(fd)
+            return None  # a watched file, not a directory: nothing below it to catch up
+        return fd
+
+    def _find(self) -> Generator[None, None, None]:
+        watch = self.watch
+        fd = self._open_root()
+        if fd is None:
             return
         try:
-            if not watch.where[1]:
-                return  # a watched file, not a directory: nothing below it to catch up
             finder = Finder(fd, self.since or 0.0, watch.spec.recursive)
         except OSError as exc:
             logger.warning("catch-up of %s: find could not run (%s); listing it here", watch.root, exc)
@@ -115,14 +124,9 @@ class Scan:
 
     def _run(self) -> Generator[None, None, None]:
         watch = self.watch
-        try:
-            fd = watch.open_verified(watch.root)
-        except OSError as exc:
-            logger.warning("catch-up of %s: %s", watch.root, exc)
+        fd = self._open_root()
+        if fd is None:
             return
-        if not watch.where[1]:
-            os.close(fd)
-            return  # a watched file, not a directory: nothing below it to catch up
         stack: list[Level] = []
         try:
             stack.append(Level(fd, watch.root, os.scandir(fd), watch.paths.get(watch.root, -1)))

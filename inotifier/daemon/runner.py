@@ -27,7 +27,7 @@ from .reader import Reader
 from .sampler import Sampler
 from .status import StatusReporter
 from .table import WatchTable
-from .wakeup import Deadlines, Waker
+from .wakeup import Deadlines, Flags, Waker
 from .watches import ActiveWatch
 from .watchset import SetHooks, WatchSet
 from .watermarks import Watermarks
@@ -52,18 +52,6 @@ class Hooks:
     on_reopen: Callable[[], None] | None = None
     #: Seconds between two "WATCHDOG=1" (half of systemd's WatchdogSec=); None: no watchdog.
     watchdog: float | None = None
-
-
-class Flags:
-    """What OS signal handlers ask of the loop: they only set these and wake it."""
-
-    __slots__ = ("hup", "reopen", "resync", "stopping")
-
-    def __init__(self) -> None:
-        self.stopping = False
-        self.hup = False  # reconcile now (SIGHUP, systemd's ExecReload)
-        self.reopen = False  # reopen output files (SIGUSR1)
-        self.resync = False  # a full resync is wanted (the database came back)
 
 
 class Daemon:

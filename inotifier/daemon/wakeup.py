@@ -1,9 +1,21 @@
-"""What the loop sleeps on and wakes for: a wake-up pipe, and named deadlines."""
+"""What the loop sleeps on and wakes for: the flags signal handlers set, a wake-up pipe, named deadlines."""
 
 from __future__ import annotations
 
 import os
 import selectors
+
+
+class Flags:
+    """What OS signal handlers ask of the loop: they only set these and wake it."""
+
+    __slots__ = ("hup", "reopen", "resync", "stopping")
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.hup = False  # reconcile now (SIGHUP, systemd's ExecReload)
+        self.reopen = False  # reopen output files (SIGUSR1)
+        self.resync = False  # a full resync is wanted (the database came back)
 
 
 class Waker:
