@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -14,17 +13,16 @@ from django.db.models import Count, Min
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .batches import DELETE_BATCH, BatchDeleteQuerySet
 from .conf import app_settings
 from .handoff import Pending, build_payload
 from .states import HandoffState
 
-#: Rows deleted per DELETE by the retention: no statement holds its locks for long.
-DELETE_BATCH = 1000
 #: The states of a row that is not done yet (counted by the admin and the status).
 OPEN_STATES = (HandoffState.PENDING, HandoffState.FAILED, HandoffState.DEAD)
 
 
-class OutboxQuerySet(models.QuerySet["OutboxEntry"]):
+class OutboxQuerySet(BatchDeleteQuerySet["OutboxEntry"]):
     """Outbox rows: the due ones, the counts the admin and the status show, the retention."""
 
     def due(self, state: str, now: datetime | None = None) -> OutboxQuerySet:
@@ -72,21 +70,6 @@ class OutboxQuerySet(models.QuerySet["OutboxEntry"]):
         return self.filter(state__in=(HandoffState.FAILED, HandoffState.DEAD)).update(
             state=HandoffState.PENDING, attempts=0, next_attempt=timezone.now(), last_error=""
         )
-
-    def delete_in_batches(self, batch: int = DELETE_BATCH, deadline: float | None = None) -> tuple[int, bool]:
-        """Delete the selected rows, oldest first, ``batch`` per DELETE; return (deleted, all gone)."""
-        batch = max(1, int(batch))
-        deleted = 0
-        while True:
-            ids = list(self.order_by("id").values_list("pk", flat=True)[:batch])
-            if not ids:
-                return deleted, True
-            n, _per_model = self.model._base_manager.using(self.db).filter(pk__in=ids).delete()
-            deleted += int(n)
-            if len(ids) < batch:
-                return deleted, True
-            if deadline is not None and time.monotonic() >= deadline:
-                return deleted, False
 
     def prune(
         self,
