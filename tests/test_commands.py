@@ -482,3 +482,23 @@ def test_every_command_ends_quietly_when_its_reader_has_gone(daemon: DaemonProce
         result = run_into_a_closed_pipe(daemon, *args)
         assert (result.returncode, result.stderr) == (code, ""), args
     assert daemon.pid() is None  # start and stop did their work all the same
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "inotifier_start",
+        "inotifier_stop",
+        "inotifier_reload",
+        "inotifier_status",
+        "inotifier_prune_events",
+        "inotifier_prune_outbox",
+    ],
+)
+def test_every_command_has_a_help_page(name: str) -> None:
+    from django.core.management import load_command_class
+
+    command = load_command_class("inotifier", name)
+    text = command.create_parser("manage.py", name).format_help()  # what --help prints
+    assert text.startswith(f"usage: manage.py {name}")
+    assert str(command.help).split()[0] in text

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from django.core.management.base import BaseCommand, OutputWrapper
+from django.core.management.base import BaseCommand, CommandParser, OutputWrapper
 
 
 class ReaderMayGo(OutputWrapper):
@@ -78,6 +78,11 @@ class InotifierCommand(BaseCommand):
         super().__init__(stdout, stderr, no_color, force_color)
         self.stdout = _reader_may_go(self.stdout, stdout or sys.stdout)
         self.stderr = _reader_may_go(self.stderr, stderr or sys.stderr)
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # ``help`` is a lazy translation; argparse wants a str (``--help`` raised TypeError).
+        self.help = str(self.help)
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def execute(self, *args: Any, **options: Any) -> Any:
         try:
