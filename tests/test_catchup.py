@@ -258,26 +258,26 @@ def test_the_mark_never_passes_an_event_not_yet_processed_nor_one_not_yet_safe(
     daemon = in_process([entry(watch_dir, "changed", processor=processor)], use_database=True)
     spec = spec_of(daemon, watch_dir)
     idle(daemon)
-    daemon.write_status(force=True)
+    daemon.status.write(force=True)
     first = stored_mark(spec)
     # The loop is held: a file is written, the kernel queues its events, nobody reads them.
     time.sleep(MARGIN_SECONDS / 2)
     written = time.time()
     (watch_dir / "late.txt").write_text("x")
     time.sleep(MARGIN_SECONDS + 0.2)
-    daemon.write_status(force=True)
+    daemon.status.write(force=True)
     assert stored_mark(spec) < written - MARGIN_SECONDS / 2
     # Processed, but not yet safe (e.g. not committed to the outbox): still held back.
     PendingProcessor.unsure = time.time()
     pump(daemon, lambda: any(e.pathname.endswith("late.txt") for e in seen))
     idle(daemon)
-    daemon.write_status(force=True)
+    daemon.status.write(force=True)
     held = stored_mark(spec)
     assert first <= held < written - MARGIN_SECONDS / 2
     # Safe now: the mark moves on, past the file.
     PendingProcessor.unsure = None
     idle(daemon)
-    daemon.write_status(force=True)
+    daemon.status.write(force=True)
     assert stored_mark(spec) > written - MARGIN_SECONDS
 
 
@@ -291,7 +291,7 @@ def test_a_missing_directory_that_appears_is_caught_up(
     daemon = in_process([entry(late, "changed", recursive=True)], use_database=True)
     (late / "sub").mkdir(parents=True)
     (late / "sub" / "f.txt").write_text("x")
-    daemon.check_missing()
+    daemon.watchset.check_missing()
     pump(daemon, lambda: rescans)
     assert rescans[0]["reason"] == "reappeared" and rescans[0]["count"] == len(seen) == 3
     assert delivered(seen) == {

@@ -81,3 +81,21 @@ def test_relative_links_resolve(page: str) -> None:
                 for h in re.findall(r"^#+ (.+)$", resolved.read_text(), flags=re.M)
             }
             assert anchor in slugs, f"{page}: no heading for #{anchor} in {path or page}"
+
+
+def test_every_daemon_module_has_its_room_in_the_internals_and_the_contract() -> None:
+    """A newcomer finds each part of the daemon in docs/internals.md; the import contract holds them all."""
+    import tomllib
+
+    package = ROOT / "inotifier" / "daemon"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.parent.name for p in package.glob("*/__init__.py")}
+    diagram = (DOCS / "internals.md").read_text().split("  -> inotifier.daemon\n", 1)[1]
+    diagram = diagram.split("  -> inotifier.health", 1)[0]
+    heads = [re.split(r"\s{3,}", line.strip())[0] for line in diagram.splitlines()]  # before the words
+    named = {name.strip().rstrip("/") for head in heads for name in head.split("|")}
+    assert modules - named == set(), "daemon modules missing from the diagram of docs/internals.md"
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (daemon,) = [c for c in contracts if c.get("containers") == ["inotifier.daemon"]]
+    layered = {name.strip() for layer in daemon["layers"] for name in layer.split("|")}
+    assert layered == modules, "the daemon's layers contract (pyproject.toml) must name every module"

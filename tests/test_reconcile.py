@@ -219,7 +219,7 @@ def test_bad_rows_are_reported_and_others_keep_working(live: Daemon, watch_dir: 
     (watch_dir / "ok").touch()
     pump(live, lambda: str(watch_dir / "ok") in seen_paths())
     (watch_dir / "nope").mkdir()
-    live.check_missing()
+    live.watchset.check_missing()
     assert live.watches[f"row:{missing.pk}"].state == "active"
 
 
@@ -260,7 +260,7 @@ def test_status_rows_do_not_bump_the_version(live: Daemon, watch_dir: Path) -> N
     WatchPath.objects.create(path=str(watch_dir), mask=IN_CREATE, processor=LIST)
     live.reconcile()
     before = ConfigVersion.current()
-    live.write_status(force=True)
+    live.status.write(force=True)
     assert ConfigVersion.current() == before
     status = DaemonStatus.objects.get(host="testhost")
     assert status.version_applied == before

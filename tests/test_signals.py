@@ -164,3 +164,38 @@ def test_a_receiver_sending_by_hand_inside_the_daemon(
     assert forwarded == [str(watch_dir / "f")]
     assert d.watchset.errors == 0
     assert heard[1] is None and isinstance(heard[0], AllEventsSignaler)
+
+
+def test_a_raising_life_receiver_is_logged_the_others_still_hear_and_the_daemon_goes_on(
+    in_process: Any, watch_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """daemon_started, reconciled, daemon_stopping: a receiver that raises stops nothing."""
+    heard: list[str] = []
+
+    def explode(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a receiver's bug")
+
+    def listen(sender: Any, signal: Signal, **kwargs: Any) -> None:
+        heard.append(next(name for name in LIFE if getattr(signals, name) is signal))
+
+    LIFE = ("daemon_started", "reconciled", "daemon_stopping")
+    for name in LIFE:  # the raising one first: it must not keep the next from hearing
+        getattr(signals, name).connect(explode, weak=False)
+        getattr(signals, name).connect(listen, weak=False)
+    try:
+        d: Daemon = in_process([(str(watch_dir), "IN_CLOSE_WRITE", "tests.testapp.receivers.ListProcessor")])
+        (watch_dir / "f").write_text("x")
+        pump(d, lambda: d.watches and next(iter(d.watches.values())).events)
+        d.close()
+    finally:
+        for name in LIFE:
+            getattr(signals, name).disconnect(explode)
+            getattr(signals, name).disconnect(listen)
+    assert heard == ["reconciled", "daemon_started", "daemon_stopping"]
+    raised = [r for r in caplog.records if r.name == "inotifier.daemon" and "receiver" in r.getMessage()]
+    assert [r.getMessage().split(" receiver")[0] for r in raised] == [
+        "a reconciled",
+        "a daemon_started",
+        "a daemon_stopping",
+    ]
+    assert all(r.exc_info and "a receiver's bug" in str(r.exc_info[1]) for r in raised)

@@ -152,7 +152,7 @@ def test_healthy_watches_are_summarised_and_each_problem_logged_once(
     with caplog.at_level(logging.INFO, logger="inotifier"), override_settings(INOTIFIER_WATCH_PATHS=entries):
         d = in_daemon(entries)
         d.reconcile(force=True)  # nothing changed: nothing new to say
-        d.check_missing()
+        d.watchset.check_missing()
     lines = [r.getMessage() for r in caplog.records]
     about_ok = [line for line in lines if "/ok1 " in line or line.endswith("/ok1")]
     assert about_ok == []  # a healthy watch is counted, not logged one by one
@@ -164,7 +164,7 @@ def test_healthy_watches_are_summarised_and_each_problem_logged_once(
     assert summary and "32 watches: 30 active, 1 missing, 1 in error" in summary[0]
     os.mkdir(watch_dir / "nowhere")
     with caplog.at_level(logging.INFO, logger="inotifier"):
-        d.check_missing()
+        d.watchset.check_missing()
     assert any(
         "watching" in line and "nowhere" in line and "again" in line
         for line in [r.getMessage() for r in caplog.records]

@@ -9,11 +9,11 @@ from collections.abc import Generator, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, TypeAlias
 
-from .. import signals as inotifier_signals
 from ..escaping import get_logger
 from ..masks import IN_CLOSE_WRITE, IN_CREATE, IN_ISDIR
 from ..specs import is_excluded
 from ..states import State
+from .events import tell_receivers
 from .finder import FIND, Finder
 from .kernel import O_SUBDIR
 from .walk import MAX_DEPTH
@@ -324,10 +324,4 @@ class CatchUp:
             count,
             seconds,
         )
-        # Robust: a receiver that raises is logged, and the others still hear of it.
-        sent = inotifier_signals.rescanned.send_robust(
-            sender=CatchUp, watch=watch.spec, reason=reason, count=count
-        )
-        for receiver, result in sent:
-            if isinstance(result, Exception):
-                logger.error("a rescanned receiver (%r) raised", receiver, exc_info=result)
+        tell_receivers("rescanned", CatchUp, watch=watch.spec, reason=reason, count=count)

@@ -1,4 +1,4 @@
-"""The event a processor gets: a pyinotify ``Event``, built for about a microsecond."""
+"""The event a processor gets (a pyinotify ``Event``, built for about a microsecond); the daemon's signals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Any
 
 import pyinotify
 
+from .. import signals as inotifier_signals
+from ..escaping import get_logger
 from ..masks import IN_ISDIR, event_maskname
+
+logger = get_logger("inotifier.daemon")
 
 
 class InotifierEvent(pyinotify.Event):
@@ -46,3 +50,16 @@ def make_event(wd: int, mask: int, cookie: int, name: str, path: str, pathname: 
         "dir": bool(mask & IN_ISDIR),
     }
     return event
+
+
+def tell_receivers(name: str, sender: object, **named: object) -> None:
+    """Send the signal ``inotifier.signals.<name>`` robustly.
+
+    A receiver that raises is logged with its traceback; the other receivers
+    still hear it and the daemon goes on (the daemon's life signals, overflow,
+    catch-up: every signal the daemon sends itself rather than a processor).
+    """
+    signal = getattr(inotifier_signals, name)
+    for receiver, result in signal.send_robust(sender=sender, **named):
+        if isinstance(result, Exception):
+            logger.error("a %s receiver (%r) raised", name, receiver, exc_info=result)

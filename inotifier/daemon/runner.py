@@ -10,7 +10,6 @@ from types import FrameType, TracebackType
 
 from django.db import connections
 
-from .. import signals as inotifier_signals
 from ..conf import MetricsConfig, app_settings
 from ..escaping import get_logger
 from ..masks import IN_Q_OVERFLOW, event_maskname
@@ -19,7 +18,7 @@ from .dbguard import DatabaseGuard
 from .desired import DesiredState
 from .dispatch import Dispatcher
 from .eventlog import EventLog
-from .events import make_event
+from .events import make_event, tell_receivers
 from .handoff import Handoff
 from .kernel import HEADER_SIZE, Inotify, read_sysctl
 from .monitor import Monitor
@@ -150,7 +149,7 @@ class Daemon:
         self.reconcile(force=True)
         self.monitor.start()
         self.status.write(force=True)
-        inotifier_signals.daemon_started.send(sender=self.__class__, daemon=self)
+        tell_receivers("daemon_started", self.__class__, daemon=self)
         self.hooks.notify("READY=1")
         if self.hooks.on_ready is not None:
             self.hooks.on_ready(self)
@@ -189,10 +188,7 @@ class Daemon:
         if self.reader is None:
             return  # not started, or closed already
         self.hooks.notify("STOPPING=1")
-        try:
-            inotifier_signals.daemon_stopping.send(sender=self.__class__, daemon=self)
-        except Exception:
-            logger.exception("a daemon_stopping receiver raised")
+        tell_receivers("daemon_stopping", self.__class__, daemon=self)
         self.reader.stop()
         # Events already read from the kernel are processed, and held ones delivered, not dropped.
         self.dispatcher.drain(deadline=time.monotonic() + DRAIN_AT_STOP_SECONDS)
@@ -225,12 +221,9 @@ class Daemon:
     def _progress(self, watch: ActiveWatch, added: int, started: float, done: bool) -> None:
         self.status.progress(watch, added, started, done)
         self.monitor.alive()  # a set-up of many directories: the loop is busy, not stuck
-        try:
-            inotifier_signals.setup_progress.send(
-                sender=self.__class__, daemon=self, watch=watch.spec, directories=added, done=done
-            )
-        except Exception:
-            logger.exception("a setup_progress receiver raised")
+        tell_receivers(
+            "setup_progress", self.__class__, daemon=self, watch=watch.spec, directories=added, done=done
+        )
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.flags.stopping = True
@@ -320,10 +313,7 @@ class Daemon:
         self.status.dirty = True
         if announce:
             self.hooks.notify("READY=1")
-        try:
-            inotifier_signals.reconciled.send(sender=self.__class__, daemon=self, changes=plan.summary())
-        except Exception:
-            logger.exception("a reconciled receiver raised")
+        tell_receivers("reconciled", self.__class__, daemon=self, changes=plan.summary())
         return plan
 
     def on_overflow(self) -> None:
@@ -337,10 +327,7 @@ class Daemon:
         )
         event = make_event(-1, IN_Q_OVERFLOW, 0, "", "", "")
         event.maskname = event_maskname(IN_Q_OVERFLOW)
-        try:
-            inotifier_signals.in_q_overflow.send(sender=self.__class__, event=event)
-        except Exception:
-            logger.exception("an in_q_overflow receiver raised")
+        tell_receivers("in_q_overflow", self.__class__, event=event)
         self.watchset.rescan()
 
     # -- for tests and tools: the parts, seen from the daemon ------------------------------
@@ -354,11 +341,3 @@ class Daemon:
     def table(self) -> WatchTable[ActiveWatch]:
         """Return the kernel table (every wd, and which watches own it)."""
         return self.watchset.table
-
-    def check_missing(self) -> None:
-        """Start the watches whose path appeared (also run by the loop every poll interval)."""
-        self.watchset.check_missing()
-
-    def write_status(self, force: bool = False, running: bool = True) -> None:
-        """Write the status rows now (also done by the loop: changes, heartbeat)."""
-        self.status.write(force=force, running=running)

@@ -14,11 +14,7 @@ from ..masks import (
     IN_CLOSE_WRITE,
     IN_CREATE,
     IN_DELETE_SELF,
-    IN_DONT_FOLLOW,
     IN_ISDIR,
-    IN_MOVE_SELF,
-    IN_MOVED_FROM,
-    IN_MOVED_TO,
     IN_ONLYDIR,
 )
 from ..specs import WatchSpec, is_excluded, is_within
@@ -27,6 +23,7 @@ from .events import InotifierEvent, Processor, make_event
 from .kernel import Kind, WatchError, open_root, open_subdir, real_path
 from .settle import IMMEDIATE_BITS, hold_for, retune
 from .table import WatchTable
+from .tree import Tree
 from .walk import count_dirs, walk_tree
 from .watchparts import MOVE_BITS, ROOT_BITS, SELF_BITS, Config, ErrorLog, Health, LogSink, MovePairs
 
@@ -80,7 +77,8 @@ class ActiveWatch:
         #: Where the root really is (symlinks resolved; None: not attached) and whether it is
         #: a directory, as found on the opened inode at the last (re)attach.
         self.where: tuple[str | None, bool] = (None, True)
-        self._moves = MovePairs()  # the halves of moves in progress, files' and directories'
+        self._moves = MovePairs()  # the halves of moves in progress (an IN_MOVED_TO's source)
+        self.tree = Tree()  # the directories moved out of its tree, not yet dropped
         self.hold = hold_for(spec)  # settle: events held per path (None: delivered at once)
         self._error_log = ErrorLog()
 
@@ -241,10 +239,11 @@ class ActiveWatch:
         """Process one kernel event of a wd this watch owns."""
         pathname = path + "/" + name if name else path
         cfg = self.cfg
-        if cfg.tree and mask & (IN_ISDIR | IN_DELETE_SELF | IN_MOVE_SELF):
-            self._follow_tree(table, path, mask, cookie, pathname)
-        elif path == cfg.root and mask & ROOT_BITS and not name:
-            self._root_gone(table, mask)
+        if mask & ROOT_BITS:  # a watched directory itself went: only the root's end is handled here
+            if not name and path == cfg.root:
+                self._root_gone(table, mask)
+        elif cfg.tree and mask & IN_ISDIR and self.tree.dir_event(self, table, mask, cookie, pathname):
+            self.host.dir_moved_out(self)
         if mask & cfg.deliver_mask:
             self.deliver(wd, mask, cookie, name, path, pathname)
         elif self.hold is not None:  # not delivered, but a change: the path is not quiet yet
@@ -325,51 +324,6 @@ class ActiveWatch:
         self.set_state(State.MISSING, f"{self.root!r} was {what}; watched again once it reappears")
         self.host.root_gone(self)
 
-    def _follow_tree(self, table: Table, path: str, mask: int, cookie: int, pathname: str) -> None:
-        if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
-            if path == self.root and pathname == path:
-                self._root_gone(table, mask)
-            return
-        if not mask & IN_ISDIR:
-            return
-        if mask & IN_MOVED_FROM:
-            self._moves.dirs[cookie] = pathname
-            self.host.dir_moved_out(self)
-            return
-        excludes = self.cfg.excludes
-        if not mask & (IN_CREATE | IN_MOVED_TO) or not self.spec.auto_add:
-            return
-        if excludes and is_excluded(pathname, excludes):
-            return
-        old = self._moves.dirs.pop(cookie, None) if mask & IN_MOVED_TO else None
-        if old is not None:
-            table.rename(self, old, pathname)
-        elif self.where[0] is not None:  # (not while the root itself is gone)
-            self._watch_new_dir(table, pathname)
-
-    def _watch_new_dir(self, table: Table, pathname: str) -> None:
-        """Watch a directory that appeared in the tree, and deliver what it already holds."""
-        try:
-            fd = open_subdir(pathname, self.expected_real(pathname))
-        except WatchError as exc:
-            if exc.kind is not Kind.MISSING:
-                logger.warning("%s", exc.message())
-            return
-        try:
-            table.attach(self, pathname, fd, (self.kernel_mask | IN_ONLYDIR) & ~IN_DONT_FOLLOW)
-            # Files (and directories) created before the watch existed are delivered.
-            problem = self.walk(table, fd, pathname, synthesize=True)
-        except WatchError as exc:
-            if exc.kind is not Kind.MISSING:
-                logger.warning("%s", exc.message())
-            return
-        finally:
-            os.close(fd)
-        if problem is not None:
-            self.tree_problem(problem)
-
     def settle_dir_moves(self, table: Table) -> None:
         """Drop the watches of directories moved out of the tree (no IN_MOVED_TO followed)."""
-        moves, self._moves.dirs = self._moves.dirs, {}
-        for old in moves.values():
-            table.detach_under(self, old)
+        self.tree.drop_moved_out(self, table)

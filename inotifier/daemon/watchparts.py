@@ -75,17 +75,12 @@ class Config:
 
 
 class MovePairs:
-    """The IN_MOVED_FROM halves seen, by cookie: an IN_MOVED_TO gets its ``src_pathname``.
+    """The IN_MOVED_FROM halves seen, by cookie: an IN_MOVED_TO gets its ``src_pathname``."""
 
-    ``dirs`` are the directories of a tree moved out (or renamed: the IN_MOVED_TO
-    that follows renames their watches), by cookie.
-    """
-
-    __slots__ = ("dirs", "sources")
+    __slots__ = ("sources",)
 
     def __init__(self) -> None:
         self.sources: dict[int, str] = {}  # cookie -> src pathname of a move in progress
-        self.dirs: dict[int, str] = {}  # cookie -> old path of a directory moved out
 
     def pair(self, mask: int, cookie: int, pathname: str) -> str:
         """Return the source of an IN_MOVED_TO ("" when unseen); remember an IN_MOVED_FROM's."""
