@@ -64,6 +64,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_inotifier_{_run}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Tests only: a fast hasher (Django's advice for test settings). PBKDF2's cost is
+# a quarter of a second per user made or logged in; the admin tests make hundreds.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 INOTIFIER_WATCH_PATHS = env.json("INOTIFIER_WATCH_PATHS", default=[])
 INOTIFIER_PID_FILE = env("INOTIFIER_PID_FILE", default=None)
