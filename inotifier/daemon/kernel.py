@@ -170,14 +170,6 @@ class Inotify:
             raise OSError(err, os.strerror(err))
         self.fd = fd
 
-    def add_watch(self, path: str | bytes, mask: int) -> int:
-        """Return the watch descriptor for ``path``; raise WatchError on failure."""
-        raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
-        wd = _libc.inotify_add_watch(self.fd, raw, mask)
-        if wd < 0:
-            raise WatchError(ctypes.get_errno(), os.fsdecode(raw))
-        return int(wd)
-
     def add_watch_fd(self, fd: int, mask: int, path: str = "") -> int:
         """Watch the inode open as ``fd`` (not a name that may be swapped); return the wd.
 

@@ -65,7 +65,6 @@ class Hold:
         #: without end). Checked by ``release()``: between two loop turns it may be passed by the
         #: events of one turn.
         self.cap = max(1, cap)
-        self.early = 0  # paths delivered early because of the cap
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.oldest: deque[Entry] = deque()  # delivered entries stay, emptied, until they reach the front
 
@@ -179,7 +178,6 @@ class Hold:
         delivered = 0
         for _ in range(over):
             delivered += deliver(entries.popitem(last=False)[1], emit)
-        self.early += over
         return delivered
 
     def release_path(self, pathname: str, emit: Emit) -> None:

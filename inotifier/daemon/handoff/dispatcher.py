@@ -69,8 +69,6 @@ class OutboxDispatcher(threading.Thread):
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.sent = 0
-        self.failed = 0
-        self.dead = 0
         self._resolve = resolve_engine or (lambda dotted: resolve(dotted, config.publish_timeout))
         self._engines: dict[str, Engine | TaskRefError] = {}
         self._outages: dict[str, Outage] = {}
@@ -271,11 +269,9 @@ class OutboxDispatcher(threading.Thread):
                 outage = self._outages.get(row.task)
                 delay = outage.backoff.delay() if outage is not None else _retry_delay(attempts)
                 state = HandoffState.FAILED
-                self.failed += 1
             else:
                 delay = 0.0
                 state = HandoffState.DEAD
-                self.dead += 1
                 logger.error(
                     "outbox: row %d (task %s) is a dead letter after %d attempts: %s",
                     row.id,
