@@ -108,3 +108,36 @@ def test_without_auto_add_or_when_excluded_a_new_directory_is_not_watched(
     pump(d, lambda: str(fenced / "kept") in seen("IN_CREATE|IN_ISDIR"))
     paths = {p for watch in d.watches.values() for p in watch.paths}
     assert paths == {str(plain), str(fenced), str(fenced / "kept")}
+
+
+def test_files_in_a_directory_moved_into_a_new_directory_of_the_tree_are_delivered(
+    in_daemon: Any, watch_dir: Path
+) -> None:
+    """Moved before its new parent was watched: no IN_MOVED_TO, the walk of the parent finds it."""
+    (watch_dir / "p" / "x" / "sub").mkdir(parents=True)
+    d = in_daemon([(str(watch_dir), "IN_CLOSE_WRITE|IN_MOVED_FROM", LIST, TREE)])
+    (watch_dir / "q").mkdir()
+    os.rename(watch_dir / "p" / "x", watch_dir / "q" / "x")  # before the daemon watches q
+    pump(d, lambda: seen("IN_MOVED_FROM|IN_ISDIR"))
+    d.tick(timeout=0)  # nothing left to read: the moves are settled
+    for name in ("x/f", "x/sub/g", "h"):
+        (watch_dir / "q" / name).write_text("x")
+    expected = {str(watch_dir / "q" / name) for name in ("x/f", "x/sub/g", "h")}
+    pump(d, lambda: set(seen("IN_CLOSE_WRITE")) == expected)
+    assert not [p for p in held_paths(d) if p.startswith(str(watch_dir / "p" / "x"))]
+
+
+def test_a_new_directory_comes_before_what_it_already_held_as_with_pyinotify(
+    in_daemon: Any, watch_dir: Path
+) -> None:
+    d = in_daemon([(str(watch_dir), "IN_CREATE|IN_MOVED_TO", LIST, TREE)])
+    staging = watch_dir.parent / (watch_dir.name + "-early")
+    (staging / "inner").mkdir(parents=True)
+    (staging / "inner" / "file").write_text("x")
+    os.rename(staging, watch_dir / "new")  # no IN_MOVED_FROM in the tree: a new directory
+    (watch_dir / "made").mkdir()
+    (watch_dir / "made" / "file").write_text("x")
+    pump(d, lambda: len(seen("IN_CREATE")) >= 2 and len(seen("IN_CREATE|IN_ISDIR")) >= 2)
+    order = [e.pathname for e in ListProcessor.seen]
+    for parent, child in [("new", "new/inner"), ("new/inner", "new/inner/file"), ("made", "made/file")]:
+        assert order.index(str(watch_dir / parent)) < order.index(str(watch_dir / child)), order

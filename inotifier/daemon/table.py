@@ -64,15 +64,12 @@ class WatchTable(Generic[OwnerT]):
         node = self.nodes.get(wd)
         if node is None:
             node = self.nodes[wd] = Node(wd)
-        elif watch not in node.owners and node.owners:
-            # The inode is already watched for someone else: the add above replaced
-            # the kernel mask, so set the union again.
-            node.owners[watch] = path
-            self.inotify.add_watch_fd(fd, node.kernel_mask() | (mask & IN_ONLYDIR), path)
-            watch.paths[path] = wd
-            return wd
         node.owners[watch] = path
         watch.paths[path] = wd
+        if len(node.owners) > 1:
+            # The inode is watched for others too (whether or not ``watch`` already held it):
+            # the add above replaced the kernel mask, so set the union again.
+            self.inotify.add_watch_fd(fd, node.kernel_mask() | (mask & IN_ONLYDIR), path)
         return wd
 
     def add_node(self, watch: OwnerT, path: str, wd: int) -> None:

@@ -40,7 +40,7 @@ Progress = Callable[[int, float, bool], None]
 
 def count_dirs(top: str) -> int:
     """Return the directories under ``top``, itself included (for "at least N more needed")."""
-    return sum(len(dirnames) + 1 for _path, dirnames, _files in os.walk(top))
+    return sum(1 for _walked in os.walk(top))  # one tuple per directory
 
 
 def walk_tree(
@@ -119,7 +119,14 @@ def walk_tree(
                 if wd >= 0 and wd not in nodes:
                     table.add_node(owner, path, wd)
                 elif wd >= 0 and owner in nodes[wd].owners:
-                    close(cfd)  # the same directory again (a bind mount loop): once is enough
+                    old = nodes[wd].owners[owner]
+                    if not _moved(old, fstat(cfd)):
+                        close(cfd)  # the same directory again (a bind mount loop): once is enough
+                        continue
+                    # Moved here from ``old`` with no IN_MOVED_TO seen (into a directory not yet
+                    # watched): its wds and those below it go on under the new name.
+                    table.rename(owner, old, path)
+                    close(cfd)
                     continue
                 else:
                     try:
@@ -182,6 +189,15 @@ def _is_leaf(st: os.stat_result, fd: int, counts_subdirs: dict[int, bool]) -> bo
     if known is None:
         known = counts_subdirs[st.st_dev] = fs_type(fd) in NLINK_COUNTS_SUBDIRS
     return known
+
+
+def _moved(old: str, st: os.stat_result) -> bool:
+    """Return True when the directory ``st`` is no longer at ``old`` (never following a link)."""
+    try:
+        there = os.stat(old, follow_symlinks=False)
+    except OSError:
+        return True
+    return (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino)
 
 
 def _skipped(exc: OSError, path: str) -> WatchError | None:

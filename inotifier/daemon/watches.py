@@ -239,15 +239,20 @@ class ActiveWatch:
         """Process one kernel event of a wd this watch owns."""
         pathname = path + "/" + name if name else path
         cfg = self.cfg
+        follow = 0
         if mask & ROOT_BITS:  # a watched directory itself went: only the root's end is handled here
             if not name and path == cfg.root:
                 self._root_gone(table, mask)
-        elif cfg.tree and mask & IN_ISDIR and self.tree.dir_event(self, table, mask, cookie, pathname):
-            self.host.dir_moved_out(self)
+        elif cfg.tree:
+            follow = mask & IN_ISDIR
         if mask & cfg.deliver_mask:
             self.deliver(wd, mask, cookie, name, path, pathname)
         elif self.hold is not None:  # not delivered, but a change: the path is not quiet yet
             self.hold.touch(pathname)
+        # After the delivery: what a new directory already holds follows its own IN_CREATE,
+        # as pyinotify's auto_add queues it after the event.
+        if follow and self.tree.dir_event(self, table, mask, cookie, pathname):
+            self.host.dir_moved_out(self)
 
     def deliver(
         self,
@@ -309,7 +314,7 @@ class ActiveWatch:
         """Return the ``time.time()`` of the oldest event settle holds now (None: none held)."""
         return None if self.hold is None else self.hold.held_since()
 
-    # -- the tree as it changes -------------------------------------------------------
+    # -- the root going away; the directories moved out of the tree (see tree.Tree) -----------
 
     def _root_gone(self, table: Table, mask: int) -> None:
         if mask & IN_DELETE_SELF:
