@@ -141,3 +141,34 @@ def test_a_new_directory_comes_before_what_it_already_held_as_with_pyinotify(
     order = [e.pathname for e in ListProcessor.seen]
     for parent, child in [("new", "new/inner"), ("new/inner", "new/inner/file"), ("made", "made/file")]:
         assert order.index(str(watch_dir / parent)) < order.index(str(watch_dir / child)), order
+
+
+# -- an uploader naming a directory like a deleted one ----------------------------------------
+
+
+def test_a_root_named_like_a_deleted_directory_is_watched(in_process: Any, tmp_path: Path) -> None:
+    root = tmp_path / "uploads (deleted)"
+    root.mkdir()
+    ListProcessor.seen.clear()
+    d = in_process([(str(root), "IN_CREATE", LIST)])
+
+    watch = d.watches["settings:0"]
+    # It was "missing" forever: the kernel appends " (deleted)" to a deleted inode's name.
+    assert watch.state == "active", watch.message
+
+
+def test_a_new_subdirectory_named_like_a_deleted_one_is_watched_in_a_recursive_tree(
+    in_process: Any, tmp_path: Path
+) -> None:
+    ListProcessor.seen.clear()
+    d = in_process([(str(tmp_path), "IN_CREATE", LIST, {"recursive": True, "auto_add": True})])
+    sub = tmp_path / "report (deleted)"
+    sub.mkdir()
+    pump(d, lambda: str(sub) in [e.pathname for e in ListProcessor.seen])
+    marker = tmp_path / "marker"
+    (sub / "inside").touch()
+    marker.touch()  # delivered after "inside" if "inside" is delivered at all
+
+    pump(d, lambda: str(marker) in [e.pathname for e in ListProcessor.seen])
+
+    assert str(sub / "inside") in [e.pathname for e in ListProcessor.seen]

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import DatabaseError, close_old_connections, connection, connections
+from django.db import Error, close_old_connections, connection, connections
 
 from ..escaping import get_logger
 
@@ -117,7 +117,7 @@ class DatabaseGuard:
         try:
             refresh_connection()
             result = work()
-        except DatabaseError as exc:
+        except Error as exc:  # DatabaseError, and InterfaceError (a connection closed under it)
             self._failed(exc)
             return False, None
         self._ok()

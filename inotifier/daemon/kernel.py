@@ -13,6 +13,7 @@ import ctypes.util
 import enum
 import errno
 import os
+import resource
 import struct
 from collections.abc import Iterator
 
@@ -154,6 +155,15 @@ class WatchError(OSError):
 NO_SPACE_PREFIX = "out of inotify watches"
 
 
+def _out_of_descriptors() -> bool:
+    """Return True when this process cannot open one more file (EMFILE has two causes)."""
+    try:
+        os.close(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        return exc.errno == errno.EMFILE
+    return False
+
+
 class Inotify:
     """An inotify instance: add and remove watches; its fd is read by the ``Reader``."""
 
@@ -161,6 +171,13 @@ class Inotify:
         fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
+            if err == errno.EMFILE and _out_of_descriptors():
+                soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                raise OSError(
+                    err,
+                    f"this process has no file descriptor left (RLIMIT_NOFILE {soft}): raise "
+                    "LimitNOFILE= of the service (ulimit -n)",
+                )
             if err == errno.EMFILE:
                 raise OSError(
                     err,
@@ -233,9 +250,11 @@ def real_path(fd: int) -> str | None:
     """
     try:
         path = os.readlink(f"/proc/self/fd/{fd}")
+        # Deleted: no link left. Not told by the " (deleted)" the kernel appends to the name:
+        # an uploader may name a live directory so, to have it taken for a deleted one.
+        if not path.startswith("/") or os.fstat(fd).st_nlink == 0:
+            return None
     except OSError:
-        return None
-    if path.endswith(" (deleted)") or not path.startswith("/"):
         return None
     return path
 

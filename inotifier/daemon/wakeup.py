@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import threading
 
 
 class Flags:
@@ -27,6 +28,7 @@ class Waker:
 
     def __init__(self) -> None:
         self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closing = threading.RLock()  # wake() may come from another thread (stop(), the reader)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.r, selectors.EVENT_READ)
 
@@ -49,10 +51,13 @@ class Waker:
             pass
 
     def wake(self) -> None:
-        try:
-            os.write(self.w, b"r")
-        except OSError:
-            pass  # full: already awake; closed: stopping
+        with self._closing:  # never a write into a descriptor number that close() gave back
+            if self.w < 0:
+                return  # closed: stopping
+            try:
+                os.write(self.w, b"r")
+            except OSError:
+                pass  # full: already awake
 
     def drain(self) -> None:
         try:
@@ -63,11 +68,11 @@ class Waker:
 
     def close(self) -> None:
         self.selector.close()
-        for fd in (self.r, self.w):
-            try:
+        with self._closing:
+            fds, self.r, self.w = (self.r, self.w), -1, -1
+        for fd in fds:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
 
 
 class Deadlines:

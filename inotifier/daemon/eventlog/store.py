@@ -147,7 +147,7 @@ class EventLogStore:
             deleted, done = EventLog.objects.using(config.using).prune(
                 config.max_age, config.max_rows, config.prune_batch, now + config.prune_budget
             )
-        except DatabaseError as exc:
+        except (DatabaseError, InterfaceError) as exc:
             with contextlib.suppress(Exception):
                 connections[config.using].close()
             logger.warning("event log: pruning failed, retried in %.0f s: %s", config.prune_interval, exc)

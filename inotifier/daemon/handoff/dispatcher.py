@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from django.db import DatabaseError, connections, transaction
+from django.db import Error, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -122,7 +122,7 @@ class OutboxDispatcher(threading.Thread):
                     break
             if self.config.max_age or self.config.max_rows:
                 self._prune()
-        except DatabaseError as exc:
+        except Error as exc:  # DatabaseError, and InterfaceError (a connection closed under it)
             if self._db.since is None:
                 logger.warning("outbox: database unavailable (%s); the dispatcher retries", str(exc).strip())
             self._db.failed()
