@@ -141,8 +141,8 @@ class Reader(threading.Thread):
             pass
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
-        for fd in (self._stop_r, self._stop_w):
-            try:
+        # Closed once: a second stop() must not close numbers the process has given out since.
+        fds, self._stop_r, self._stop_w = (self._stop_r, self._stop_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass

@@ -119,6 +119,8 @@ class WatchSet:
             new = self._make(spec)
             new.start(self.table)
             old.stop(self.table)
+            if new.processor is None:
+                self._drop_undeliverable(old, spec)
             self._transfer_queue(old, new)
             self.moved_out.discard(old)
             if old.hold is not None:  # held paths move over too (or are delivered: settle is off)
@@ -135,19 +137,44 @@ class WatchSet:
         error = ""
         if spec.processor != old.spec.processor or processor is None:
             processor, error = self._load(spec)
+        if processor is None:
+            self._unusable(old, spec, error)
+            return
         turned_on = spec.catch_up != old.spec.catch_up
         if turned_on:
             self.catchup.forget(old)
         old.reconfigure(spec, processor, self._log)
         if not old.hold:
             self.holding.pop(old, None)
-        if processor is None:
-            old.stop(self.table)
-            old.set_state(State.ERROR, error or "unusable processor")
-        elif kind is UpdateKind.REMASK:
+        if kind is UpdateKind.REMASK:
             self.table.remask(old)
-        if turned_on and processor is not None:
+        if turned_on:
             self.catchup.arm(old, "added")
+
+    def _unusable(self, watch: ActiveWatch, spec: WatchSpec, error: str) -> None:
+        """Stop a watch whose new processor cannot be used: what it read and did not deliver is dropped.
+
+        Handed to no processor, never to ``None``: the events routed to it and the
+        paths settle held for it are dropped, with a WARNING that counts them.
+        """
+        self._drop_undeliverable(watch, spec)
+        watch.reconfigure(spec, None, self._log)
+        watch.stop(self.table)
+        watch.set_state(State.ERROR, error or "unusable processor")
+
+    def _drop_undeliverable(self, watch: ActiveWatch, spec: WatchSpec) -> None:
+        dropped = len(watch.queue) + (len(watch.hold) if watch.hold else 0)
+        self._drop_queue(watch)
+        self.holding.pop(watch, None)
+        watch.hold = None
+        self.catchup.forget(watch)
+        if dropped:
+            logger.warning(
+                "watch %s (%s): %d events read but not delivered: its processor cannot be used",
+                spec.label,
+                spec.key,
+                dropped,
+            )
 
     def _make(self, spec: WatchSpec) -> ActiveWatch:
         processor, error = (None, "") if spec.error else self._load(spec)
