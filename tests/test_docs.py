@@ -99,3 +99,23 @@ def test_every_daemon_module_has_its_room_in_the_internals_and_the_contract() ->
     (daemon,) = [c for c in contracts if c.get("containers") == ["inotifier.daemon"]]
     layered = {name.strip() for layer in daemon["layers"] for name in layer.split("|")}
     assert layered == modules, "the daemon's layers contract (pyproject.toml) must name every module"
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    """A row of reliability.md that names a test which was renamed away proves nothing."""
+    defined: dict[str, set[str]] = {}
+    for path in (ROOT / "tests").glob("test_*.py"):
+        defined[f"tests/{path.name}"] = set(
+            re.findall(r"^(?:async )?def (test_\w+)\(", path.read_text(), re.M)
+        )
+    every = set().union(*defined.values())
+    missing = []
+    for doc in [*DOCS.glob("*.md"), ROOT / "README.md"]:
+        text = doc.read_text()
+        for file, name in re.findall(r"`(tests/test_\w+\.py)::(test_\w+)", text):
+            if name not in defined.get(file, ()):
+                missing.append(f"{doc.name}: {file}::{name}")
+        for name in re.findall(r"`(test_\w+)`", text):
+            if name not in every:
+                missing.append(f"{doc.name}: {name}")
+    assert missing == []
