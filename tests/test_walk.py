@@ -588,3 +588,33 @@ def test_a_directory_reached_twice_through_a_bind_mount_is_watched_once(
         assert watch.paths == held
     finally:
         subprocess.run(["umount", str(watch_dir / "mnt")], check=False)
+
+
+def test_the_walk_changes_no_other_threads_working_directory_and_comes_back_to_its_own(
+    table: WatchTable[Watch], watch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leaves are watched by name from their parent, this thread's working directory (its own)."""
+    monkeypatch.setattr(walk_module, "PROGRESS_EVERY", 50)
+    for top in range(20):
+        make_dirs(watch_dir, *(f"t{top}/d{leaf}" for leaf in range(20)))
+    start = os.getcwd()
+    seen_elsewhere: set[str] = set()
+    seen_by_progress: set[str] = set()
+    walking = threading.Event()
+
+    def look() -> None:
+        while not walking.is_set():
+            seen_elsewhere.add(os.getcwd())
+
+    other = threading.Thread(target=look)
+    other.start()
+    try:
+        watch = Watch(IN_CREATE)
+        problem = walk(table, watch, watch_dir, progress=lambda *args: seen_by_progress.add(os.getcwd()))
+    finally:
+        walking.set()
+        other.join()
+    assert problem is None and len(watch.paths) == 1 + 20 + 400
+    assert watched(table.inotify) == {identity(Path(p)) for p in watch.paths}
+    assert seen_elsewhere == {start} and seen_by_progress == {start}
+    assert os.getcwd() == start

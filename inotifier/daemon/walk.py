@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from ..escaping import get_logger
 from ..masks import IN_DONT_FOLLOW, IN_ONLYDIR
 from ..specs import is_excluded
 from .kernel import (
+    IN_MASK_ADD,
     NLINK_COUNTS_SUBDIRS,
     O_SUBDIR,
     O_SUBDIR_PATH,
@@ -20,9 +22,10 @@ from .kernel import (
     WatchError,
     fd_path,
     fs_type,
+    own_cwd,
     raw_add_watch,
 )
-from .table import OwnerT, WatchTable
+from .table import Node, OwnerT, WatchTable
 
 logger = get_logger("inotifier.daemon")
 
@@ -69,7 +72,19 @@ def walk_tree(
     paths = owner.paths
     nodes = table.nodes
     ifd = table.inotify.fd
-    kmask = (kernel_mask | IN_ONLYDIR) & ~IN_DONT_FOLLOW
+    # IN_MASK_ADD: a directory another watch holds keeps its bits until the union is set again.
+    kmask = ((kernel_mask | IN_ONLYDIR) & ~IN_DONT_FOLLOW) | IN_MASK_ADD
+    # A leaf is watched by its name in its parent, the working directory of this thread (its
+    # own: own_cwd), never through a link (IN_DONT_FOLLOW): one path component in place of an
+    # open, a /proc/self/fd lookup and a close (bench target 6, recursive set-up). Not when
+    # ``found`` runs (it runs the processor: the working directory must be the process's).
+    named = found is None and descend and own_cwd()
+    leaf_mask = kmask | IN_DONT_FOLLOW
+    home = -1  # the working directory to come back to
+    here = -1  # the descriptor this thread's working directory is (-1: home, -2: to be set)
+    chdir = os.fchdir
+    encode = os.fsencode
+    new_node: type[Node[OwnerT]] = Node  # Node(wd), not Node[OwnerT](wd): see table.add_node
     add = raw_add_watch
     opener = os.open
     fstat = os.fstat
@@ -87,10 +102,19 @@ def walk_tree(
     # The hot loop of a large recursive set-up (50 000 directories, bench target 6):
     # the common case (a directory nobody watches yet) is inlined, the rest goes through
     # table.attach; a leaf directory (st_nlink == 2) is never listed.
+    if named:
+        home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    # No collection while the walk makes its nodes (one per directory, no cycle among them): the
+    # collector's passes over the growing heap cost 15 % of a large set-up (bench target 6).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         while stack:
             pfd, ppath, entries, _owned = stack[-1]
             pwd = paths.get(ppath, -1)
+            if named and here != pfd:
+                chdir(pfd)
+                here = pfd
             for entry in entries:
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
@@ -106,6 +130,28 @@ def walk_tree(
                     found(pwd, entry, is_dir, ppath, path)
                 if not is_dir or not descend or path in paths:
                     continue
+                if named:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # gone since it was listed
+                    if st.st_nlink == 2 and counts_subdirs.get(st.st_dev):
+                        wd = add(ifd, encode(name), leaf_mask)
+                        if wd >= 0 and wd not in nodes:
+                            node = new_node(wd)  # table.add_node, inlined
+                            nodes[wd] = node
+                            node.owners[owner] = path
+                            paths[path] = wd
+                            added += 1
+                            if not added % PROGRESS_EVERY:
+                                chdir(home)  # the callback runs as the rest of the process does
+                                here = -1
+                                progress(added, started, False)
+                                chdir(pfd)
+                                here = pfd
+                            continue
+                        # Anything else (gone, a link, out of watches, a wd a watch holds):
+                        # the careful way below says what it is.
                 try:
                     # O_PATH: watched and checked through it, not read, so it raises no IN_OPEN
                     # in the watches above (with IN_OPEN in the mask, 50 000 events per 50 000
@@ -143,6 +189,9 @@ def walk_tree(
                         continue
                 added += 1
                 if not added % PROGRESS_EVERY:
+                    if here != -1:
+                        chdir(home)  # the callback runs as the rest of the process does
+                        here = -1
                     progress(added, started, False)
                 if found is None and _is_leaf(fstat(cfd), cfd, counts_subdirs):
                     close(cfd)  # no subdirectory to watch: not listed
@@ -167,12 +216,19 @@ def walk_tree(
                     problem = problem or _skipped(exc, path)
                     continue
                 stack.append((lfd, path, iter(children), True))
+                here = -2  # another level: its descriptor becomes the working directory
                 break
             else:
                 stack.pop()
                 if _owned:
-                    close(pfd)
+                    close(pfd)  # (its number may come again, for another directory)
+                here = -2
     finally:
+        if collecting:
+            gc.enable()
+        if home >= 0:
+            chdir(home)
+            close(home)
         for fd, _path, _entries, owned in stack:
             if owned:
                 close(fd)
