@@ -7,6 +7,7 @@ and look at the order in which the events reach the processors.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -205,3 +206,13 @@ def test_a_wd_the_kernel_dropped_is_forgotten_by_every_watch_that_shared_it(
     assert wd not in d.table.nodes
     assert str(sub) not in tree.paths and str(sub) not in plain.paths
     assert d.watchset.kernel_watches() == 1  # the root of the tree
+
+
+def test_what_start_made_is_frozen_out_of_the_collectors_full_passes(
+    in_process: Any, watch_dir: Path
+) -> None:
+    """A full collection holds the GIL: walking all of Django in a burst starved the reader."""
+    made_before = [object()]  # a container the collector tracks, made before the daemon started
+    in_process([(str(watch_dir), "IN_CREATE", LIST)])
+    assert gc.get_freeze_count() > 0
+    assert not any(o is made_before for o in gc.get_objects())  # in the permanent generation
