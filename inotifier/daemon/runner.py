@@ -37,9 +37,8 @@ logger = get_logger("inotifier.daemon")
 
 #: Longest stretch of event processing before the loop looks at signals and timers.
 SLICE_SECONDS = 0.02
-#: How soon a thread waiting for the GIL gets it (Python's default: 5 ms). The reader thread
-#: must take what it read before the kernel queue fills (16 384 events, 25 ms at full speed).
-SWITCH_SECONDS = 0.001
+#: How soon a thread waiting for the GIL gets it (default 5 ms): the reader's, before the kernel
+SWITCH_SECONDS = 0.001  # queue fills (16 384 events: 25 ms at full speed, bench target 1)
 #: Seconds the loop goes on processing what was already read when it stops.
 DRAIN_AT_STOP_SECONDS = 10.0
 
@@ -154,9 +153,8 @@ class Daemon:
         self.reconcile(force=True)
         self.monitor.start()
         self.status.write(force=True)
-        # What start made (Django, the app, the kernel table of a large tree) is never garbage:
-        # frozen, a full collection during a burst no longer walks it (36 ms -> under 1 ms with
-        # the GIL held, the reader thread unable to read: the kernel queue overflowed, target 1).
+        # What start made is never garbage: frozen, a full collection in a burst no longer walks
+        # it with the GIL held (36 ms, the reader starved, the kernel queue overflowed: target 1).
         gc.freeze()
         sys.setswitchinterval(SWITCH_SECONDS)
         tell_receivers("daemon_started", self.__class__, daemon=self)
