@@ -618,3 +618,18 @@ def test_the_walk_changes_no_other_threads_working_directory_and_comes_back_to_i
     assert watched(table.inotify) == {identity(Path(p)) for p in watch.paths}
     assert seen_elsewhere == {start} and seen_by_progress == {start}
     assert os.getcwd() == start
+
+
+def test_a_leaf_after_a_progress_report_is_watched_in_the_tree_not_in_the_process_working_directory(
+    table: WatchTable[Watch], watch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report runs from the process's working directory; the walk must come back before a leaf."""
+    monkeypatch.setattr(walk_module, "PROGRESS_EVERY", 1)
+    names = [f"d{i}" for i in range(20)]
+    tree, decoy = watch_dir / "tree", watch_dir / "decoy"
+    make_dirs(tree, *names)
+    make_dirs(decoy, *names)  # the same names where the process stands
+    monkeypatch.chdir(decoy)
+    watch = Watch(IN_CREATE)
+    assert walk(table, watch, tree, progress=lambda *args: None) is None
+    assert watched(table.inotify) == {identity(tree)} | {identity(tree / name) for name in names}

@@ -144,11 +144,7 @@ def walk_tree(
                             paths[path] = wd
                             added += 1
                             if not added % PROGRESS_EVERY:
-                                chdir(home)  # the callback runs as the rest of the process does
-                                here = -1
-                                progress(added, started, False)
-                                chdir(pfd)
-                                here = pfd
+                                _report(progress, added, started, home, here)
                             continue
                         # Anything else (gone, a link, out of watches, a wd a watch holds):
                         # the careful way below says what it is.
@@ -189,10 +185,7 @@ def walk_tree(
                         continue
                 added += 1
                 if not added % PROGRESS_EVERY:
-                    if here != -1:
-                        chdir(home)  # the callback runs as the rest of the process does
-                        here = -1
-                    progress(added, started, False)
+                    _report(progress, added, started, home, here)
                 if found is None and _is_leaf(fstat(cfd), cfd, counts_subdirs):
                     close(cfd)  # no subdirectory to watch: not listed
                     continue
@@ -245,6 +238,21 @@ def _is_leaf(st: os.stat_result, fd: int, counts_subdirs: dict[int, bool]) -> bo
     if known is None:
         known = counts_subdirs[st.st_dev] = fs_type(fd) in NLINK_COUNTS_SUBDIRS
     return known
+
+
+def _report(progress: Progress, added: int, started: float, home: int, here: int) -> None:
+    """Report progress from the process's working directory (``home``), then go back to ``here``.
+
+    The callback runs as the rest of the process does; the leaves that follow are
+    watched by name from ``here``, so it must be the working directory again.
+    """
+    if here != -1:
+        os.fchdir(home)
+    try:
+        progress(added, started, False)
+    finally:
+        if here >= 0:
+            os.fchdir(here)
 
 
 def _moved(old: str, st: os.stat_result) -> bool:
