@@ -241,6 +241,17 @@ def pump(daemon: Any, until: Callable[[], Any], timeout: float = 5.0) -> Any:
 
 
 @pytest.fixture
+def table() -> Iterator[Any]:
+    """A kernel table on an inotify instance of its own, closed at the end (no daemon around it)."""
+    from inotifier.daemon.kernel import Inotify
+    from inotifier.daemon.table import WatchTable
+
+    inotify = Inotify()
+    yield WatchTable(inotify)
+    inotify.close()
+
+
+@pytest.fixture
 def in_process(db: Any) -> Iterator[Callable[..., Any]]:
     """Start daemons in this process on real inotify, driven by ``tick()``; closed at the end.
 

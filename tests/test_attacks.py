@@ -13,6 +13,7 @@ from inotifier.masks import BITS
 from inotifier.models import WatchPath, WatchState
 
 from .conftest import DaemonProcess, wait_for
+from .kernelstate import identity, inotify_watches
 
 pytestmark = pytest.mark.daemon
 
@@ -35,18 +36,8 @@ def watched_inodes(pid: int) -> set[tuple[int, int]]:
             text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
         except OSError:
             continue
-        for line in text.splitlines():
-            if line.startswith("inotify "):
-                fields = dict(part.split(":", 1) for part in line.split()[1:])
-                dev = int(fields["sdev"], 16)
-                # sdev is the kernel's dev_t (major << 20 | minor); st_dev is glibc's encoding.
-                found.add((os.makedev(dev >> 20, dev & 0xFFFFF), int(fields["ino"], 16)))
+        found.update(inode for inode, _mask in inotify_watches(text).values())
     return found
-
-
-def identity(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
 
 
 def probe(daemon: DaemonProcess, directory: Path, name: str) -> None:

@@ -8,7 +8,6 @@ and look at the order in which the events reach the processors.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from inotifier.daemon.reader import Reader
 from tests.testapp.receivers import ListProcessor
 
 from .conftest import pump, wait_for
+from .kernelstate import modify
 
 LIST = "tests.testapp.receivers.ListProcessor"
 SLOW = "tests.test_dispatch.Slow"
@@ -59,17 +59,6 @@ def unrouted_names(reader: Reader) -> list[str]:
 def read_by_reader(daemon: Any, last: str) -> None:
     """Wait until the reader has read the event about ``last`` (and so all the events before it)."""
     wait_for(lambda: last in unrouted_names(daemon.reader), 5)
-
-
-def modify(directory: Path, count: int) -> None:
-    """Write ``count`` times to ``a`` and ``b`` in turn: as many IN_MODIFY, none merged by the kernel."""
-    fds = [os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600) for name in "ab"]
-    try:
-        for i in range(count):
-            os.write(fds[i & 1], b"x")
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def process_all(daemon: Any) -> int:

@@ -11,11 +11,9 @@ import ctypes
 import errno
 import fcntl
 import os
-import pickle
 import resource
 import shutil
 import stat
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,10 +47,11 @@ from inotifier.masks import (
     IN_ONLYDIR,
 )
 
+from .kernelstate import CLONE_NEWUSER, in_child
+
 IN_ATTRIB = BITS["IN_ATTRIB"]
 IN_OPEN = BITS["IN_OPEN"]
 NOBODY = 65534
-CLONE_NEWUSER = 0x10000000
 TMPFS_MAGIC = 0x01021994
 PROC_SUPER_MAGIC = 0x9FA0
 
@@ -91,37 +90,6 @@ def failure(call: Callable[[], Any]) -> WatchError:
     with pytest.raises(WatchError) as info:
         call()
     return info.value
-
-
-def in_child(work: Callable[[], Any]) -> Any:
-    """Run ``work`` in a forked child and return what it returned (plain data).
-
-    ``pytest.skip()`` in the child skips the test; any other exception in the child fails it.
-    """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(r)
-            try:
-                result: tuple[str, Any] = ("ok", work())
-            except pytest.skip.Exception as exc:
-                result = ("skip", str(exc.msg))
-            except BaseException:
-                result = ("error", traceback.format_exc())
-            with os.fdopen(w, "wb") as fh:
-                fh.write(pickle.dumps(result))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    status, value = pickle.loads(data)
-    if status == "skip":
-        pytest.skip(value)
-    assert status == "ok", f"in the child:\n{value}"
-    return value
 
 
 def as_nobody() -> None:

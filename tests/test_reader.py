@@ -23,6 +23,7 @@ from inotifier.daemon.reader import Reader
 from inotifier.masks import BITS, IN_Q_OVERFLOW
 
 from .conftest import wait_for
+from .kernelstate import modify
 
 IN_CREATE, IN_MODIFY = BITS["IN_CREATE"], BITS["IN_MODIFY"]
 #: The size of a kernel event about a name of at most 15 bytes (the name is padded to 16).
@@ -76,17 +77,6 @@ def create_one_chunk_each(reader: Reader, directory: Path, *files: str) -> None:
     for count, name in enumerate(files, len(reader.chunks) + 1):
         (directory / name).touch()
         wait_for(lambda count=count: len(reader.chunks) == count, 5)
-
-
-def modify(directory: Path, count: int) -> None:
-    """Write ``count`` times to ``a`` and ``b`` in turn: as many IN_MODIFY, none merged by the kernel."""
-    fds = [os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600) for name in "ab"]
-    try:
-        for i in range(count):
-            os.write(fds[i & 1], b"x")
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def test_chunks_are_taken_oldest_first_and_buffered_counts_their_bytes(

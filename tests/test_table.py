@@ -9,56 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from inotifier.daemon.kernel import Inotify
 from inotifier.daemon.table import WatchTable
 from inotifier.masks import IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_MOVED_TO, IN_ONLYDIR
 
-Identity = tuple[int, int]  # (st_dev, st_ino)
-
-
-class Watch:
-    """A watch as the table sees it (the ``Owner`` protocol): its paths, its mask, a checked open."""
-
-    def __init__(self, mask: int) -> None:
-        self.paths: dict[str, int] = {}
-        self.mask = mask
-
-    @property
-    def kernel_mask(self) -> int:
-        return self.mask
-
-    def open_verified(self, path: str) -> int:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-
-@pytest.fixture
-def table() -> Iterator[WatchTable[Watch]]:
-    inotify = Inotify()
-    yield WatchTable(inotify)
-    inotify.close()
-
-
-def kernel_watches(inotify: Inotify) -> dict[int, tuple[Identity, int]]:
-    """Return ``{wd: ((st_dev, st_ino), mask)}`` of every watch the kernel holds on ``inotify``."""
-    watches = {}
-    for line in Path(f"/proc/self/fdinfo/{inotify.fd}").read_text().splitlines():
-        if line.startswith("inotify "):
-            fields = dict(part.split(":", 1) for part in line.split()[1:])
-            dev = int(fields["sdev"], 16)
-            # sdev is the kernel's dev_t (major << 20 | minor); st_dev is glibc's encoding.
-            identity = (os.makedev(dev >> 20, dev & 0xFFFFF), int(fields["ino"], 16))
-            watches[int(fields["wd"], 16)] = (identity, int(fields["mask"], 16))
-    return watches
-
-
-def identity(path: Path) -> Identity:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
+from .kernelstate import Watch, identity, kernel_watches
 
 
 def attach(table: WatchTable[Watch], watch: Watch, path: Path) -> int:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
-import logging
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,55 +24,10 @@ from inotifier.daemon.table import WatchTable
 from inotifier.daemon.walk import MAX_DEPTH, Found, count_dirs, walk_tree
 from inotifier.masks import BITS, IN_CREATE, IN_DELETE, IN_DONT_FOLLOW, IN_ISDIR, IN_ONLYDIR
 
-Identity = tuple[int, int]  # (st_dev, st_ino)
+from .kernelstate import Watch, identity, in_a_user_namespace, kernel_watches, watched
+
 NOBODY = 65534
 IN_OPEN = BITS["IN_OPEN"]
-CLONE_NEWUSER = 0x10000000
-
-
-class Watch:
-    """A watch as the table sees it (the ``Owner`` protocol): its paths, its mask, a checked open."""
-
-    def __init__(self, mask: int) -> None:
-        self.paths: dict[str, int] = {}
-        self.mask = mask
-
-    @property
-    def kernel_mask(self) -> int:
-        return self.mask
-
-    def open_verified(self, path: str) -> int:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-
-@pytest.fixture
-def table() -> Iterator[WatchTable[Watch]]:
-    inotify = Inotify()
-    yield WatchTable(inotify)
-    inotify.close()
-
-
-def kernel_watches(inotify: Inotify) -> dict[int, tuple[Identity, int]]:
-    """Return ``{wd: ((st_dev, st_ino), mask)}`` of every watch the kernel holds on ``inotify``."""
-    watches = {}
-    for line in Path(f"/proc/self/fdinfo/{inotify.fd}").read_text().splitlines():
-        if line.startswith("inotify "):
-            fields = dict(part.split(":", 1) for part in line.split()[1:])
-            dev = int(fields["sdev"], 16)
-            # sdev is the kernel's dev_t (major << 20 | minor); st_dev is glibc's encoding.
-            identity = (os.makedev(dev >> 20, dev & 0xFFFFF), int(fields["ino"], 16))
-            watches[int(fields["wd"], 16)] = (identity, int(fields["mask"], 16))
-    return watches
-
-
-def watched(inotify: Inotify) -> set[Identity]:
-    """Return the inodes the kernel watches for ``inotify``."""
-    return {ident for ident, _mask in kernel_watches(inotify).values()}
-
-
-def identity(path: Path | str) -> Identity:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
 
 
 def open_fds() -> set[str]:
@@ -436,46 +388,6 @@ def test_dont_follow_in_the_mask_still_watches_the_directories_not_the_descripto
     assert walk(table, watch, watch_dir) is None
     names = ("", "a", "a/b", "c")
     assert watched(table.inotify) == {identity(watch_dir / name) for name in names}
-
-
-def in_a_user_namespace(watch_limit: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Return what ``work()`` returns run in a forked child, in a user namespace of ``watch_limit`` watches.
-
-    ``user.max_inotify_watches`` is per user namespace: lowering it there
-    leaves the machine's own limit alone.
-    """
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read)
-            logging.getLogger("inotifier.daemon").disabled = True
-            uid, gid = os.getuid(), os.getgid()
-            if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWUSER) != 0:
-                outcome: dict[str, Any] = {"skip": f"unshare: {os.strerror(ctypes.get_errno())}"}
-            else:
-                Path("/proc/self/setgroups").write_text("deny")
-                Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
-                Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
-                Path("/proc/sys/user/max_inotify_watches").write_text(str(watch_limit))
-                outcome = {"result": work()}
-            code = 0
-        except BaseException:
-            outcome = {"error": traceback.format_exc()}
-        finally:
-            try:
-                os.write(write, json.dumps(outcome).encode())
-            finally:
-                os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as fh:
-        outcome = json.loads(fh.read())
-    os.waitpid(pid, 0)
-    if "skip" in outcome:
-        pytest.skip(f"no user namespace here ({outcome['skip']})")
-    assert "error" not in outcome, outcome.get("error")
-    return dict(outcome["result"])
 
 
 def test_out_of_kernel_watches_the_walk_stops_and_says_at_least_how_many_more_it_needs(
